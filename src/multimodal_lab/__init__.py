@@ -1,0 +1,4 @@
+"""multimodal_lab
+"""
+
+__version__ = "0.1"

@@ -1,0 +1,3 @@
+from multimodal_lab.datasets.pretrained import PretrainedDirDataset
+
+__all__ = ["PretrainedDirDataset"]

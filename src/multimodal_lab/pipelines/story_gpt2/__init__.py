@@ -1,0 +1,4 @@
+"""The `story_gpt2` pipeline."""
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
