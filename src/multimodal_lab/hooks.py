@@ -61,6 +61,9 @@ def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
 class ProjectHooks:
     """Data-version, code-version and artefact bookkeeping around kedro-mlflow."""
 
+    #: the tracking URI this class put into the environment (a user's own is left alone)
+    _default_uri: str | None = None
+
     def __init__(self) -> None:
         self._reset()
 
@@ -78,9 +81,10 @@ class ProjectHooks:
         self._project_path = Path(context.project_path)
         # kedro-mlflow falls back to MLFLOW_TRACKING_URI when mlflow.yml leaves the URI
         # null; anchoring it at the project root keeps runs from any cwd in one store.
-        os.environ.setdefault(
-            "MLFLOW_TRACKING_URI", f"sqlite:///{(self._project_path / 'mlflow.db').resolve()}"
-        )
+        current = os.environ.get("MLFLOW_TRACKING_URI")
+        if current is None or current == ProjectHooks._default_uri:
+            uri = f"sqlite:///{(self._project_path / 'mlflow.db').resolve()}"
+            os.environ["MLFLOW_TRACKING_URI"] = ProjectHooks._default_uri = uri
 
     @hook_impl
     def after_catalog_created(self, catalog, save_version: str, load_versions: dict) -> None:

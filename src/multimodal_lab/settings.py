@@ -11,6 +11,8 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # `test` and `gpu` override single nested keys of base parameters (deep merge).
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+from kedro.io.core import DatasetError, Version
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from multimodal_lab.datasets import PretrainedDirDataset
+
+
+def _tokenizer(words):
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
+
+
+def _dataset(tmp_path: Path, load=None, save=None) -> PretrainedDirDataset:
+    return PretrainedDirDataset(
+        filepath=str(tmp_path / "tok"),
+        model_class="transformers.PreTrainedTokenizerFast",
+        version=Version(load, save),
+    )
+
+
+def test_versions_are_separate_directories_and_latest_loads(tmp_path):
+    _dataset(tmp_path, save="2026-01-01T00.00.00.000Z").save(_tokenizer(["red", "star"]))
+    _dataset(tmp_path, save="2026-01-02T00.00.00.000Z").save(_tokenizer(["blue", "ring", "sea"]))
+    assert (tmp_path / "tok" / "2026-01-01T00.00.00.000Z" / "tok" / "tokenizer.json").is_file()
+    latest = _dataset(tmp_path).load()
+    assert len(latest) == 5 and latest.convert_tokens_to_ids("ring") == 3
+    pinned = _dataset(tmp_path, load="2026-01-01T00.00.00.000Z").load()
+    assert len(pinned) == 4 and pinned.convert_tokens_to_ids("ring") == pinned.unk_token_id
+
+
+def test_failed_save_leaves_no_version_behind(tmp_path):
+    class Broken:
+        def save_pretrained(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "half.bin").write_bytes(b"x")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(DatasetError, match="disk full"):
+        _dataset(tmp_path, save="v1").save(Broken())
+    assert not _dataset(tmp_path).exists()
+    assert not any(p.name == "tok" for p in (tmp_path / "tok").rglob("tok") if p.is_dir() and p != tmp_path / "tok")
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(DatasetError, match="has no save_pretrained"):
+        _dataset(tmp_path, save="v1").save(object())
+    bad = PretrainedDirDataset(filepath=str(tmp_path / "x"), model_class="nope.Missing")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DatasetError, match="cannot import model_class 'nope.Missing'"):
+        bad.load()
