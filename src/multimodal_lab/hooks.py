@@ -142,11 +142,10 @@ class ProjectHooks:
         self._run_params = dict(run_params or {})
         if mlflow.active_run() is None or self._project_path is None:
             return
+        # kedro-mlflow already tags the Kedro run id (= save version), env and pipelines.
         tags = git_state(self._project_path)
-        tags["kedro_save_version"] = str(self._run_params.get("session_id") or "")
-        tags["kedro_pipeline"] = str(self._run_params.get("pipeline_names") or "__default__")
-        tags["kedro_env"] = str(self._run_params.get("env") or "local")
-        mlflow.set_tags(tags)
+        if tags:
+            mlflow.set_tags(tags)
 
     def data_versions(self) -> dict[str, Any]:
         """What this run loaded and saved, and the command that pins its inputs."""
