@@ -1,4 +1,4 @@
-"""``captioning``: ``accepted_records`` -> ``captioned_records``."""
+"""``captioning``: ``accepted_records`` -> ``captioned_records`` (BLIP-2 where missing)."""
 from kedro.pipeline import Pipeline, node
 
 from .nodes import caption_missing
@@ -9,8 +9,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 caption_missing,
-                ["accepted_records", "params:captioning"],
-                "captioned_records",
+                ["accepted_records", "caption_cache", "params:captioning"],
+                ["captioned_records", "caption_cache_updated"],
                 name="caption_missing",
             )
         ],

@@ -65,6 +65,52 @@ def load_local_folder(params: dict[str, Any]) -> pd.DataFrame:
     return _load(**params)
 
 
+def scrape_web(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Crawl the configured sites politely; return records and one outcome row per URL.
+
+    Args:
+        params: ``params:sources.web`` — ``enabled`` plus the fields of ``WebSourceConfig``.
+    """
+    from multimodal_lab.data.sources.web import WebSourceConfig, outcomes_frame, scrape
+
+    enabled, params = _enabled(params, "sources.web")
+    if not enabled:
+        return records_frame([]), outcomes_frame([])
+    config = from_params(WebSourceConfig, params, where="params:sources.web")
+    result = scrape(config)
+    return result.records, result.outcomes
+
+
+def load_huggingface(params: dict[str, Any]) -> pd.DataFrame:
+    """Read an image+text dataset with ``datasets.load_dataset`` and a column mapping.
+
+    Args:
+        params: ``params:sources.huggingface`` — ``enabled`` plus ``HFSourceConfig`` fields.
+    """
+    from multimodal_lab.data.sources.huggingface import HFSourceConfig, load_hf_records
+
+    enabled, params = _enabled(params, "sources.huggingface")
+    if not enabled:
+        return records_frame([])
+    return load_hf_records(from_params(HFSourceConfig, params, where="params:sources.huggingface"))
+
+
+def load_story_reasoning(params: dict[str, Any]) -> pd.DataFrame:
+    """Read StoryReasoning into 5-frame sequence records.
+
+    Args:
+        params: ``params:sources.story_reasoning`` — ``enabled`` plus
+            ``StoryReasoningConfig`` fields.
+    """
+    from multimodal_lab.data.sources.story_reasoning import StoryReasoningConfig
+    from multimodal_lab.data.sources.story_reasoning import load_story_reasoning as _load
+
+    enabled, params = _enabled(params, "sources.story_reasoning")
+    if not enabled:
+        return records_frame([])
+    return _load(from_params(StoryReasoningConfig, params, where="params:sources.story_reasoning"))
+
+
 def merge_sources(*frames: pd.DataFrame) -> pd.DataFrame:
     """Concatenate the sources' records into one raw frame (order: as wired).
 

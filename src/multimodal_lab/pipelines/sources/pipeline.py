@@ -1,7 +1,14 @@
 """``sources``: every configured source -> ``raw_records``."""
 from kedro.pipeline import Pipeline, node
 
-from .nodes import load_local_folder, load_scene_world, merge_sources
+from .nodes import (
+    load_huggingface,
+    load_local_folder,
+    load_scene_world,
+    load_story_reasoning,
+    merge_sources,
+    scrape_web,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,8 +27,32 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="load_local_folder",
             ),
             node(
+                scrape_web,
+                "params:sources.web",
+                ["web_records", "web_fetch_log"],
+                name="scrape_web",
+            ),
+            node(
+                load_huggingface,
+                "params:sources.huggingface",
+                "huggingface_records",
+                name="load_huggingface",
+            ),
+            node(
+                load_story_reasoning,
+                "params:sources.story_reasoning",
+                "story_reasoning_records",
+                name="load_story_reasoning",
+            ),
+            node(
                 merge_sources,
-                ["scene_world_records", "local_folder_records"],
+                [
+                    "scene_world_records",
+                    "local_folder_records",
+                    "web_records",
+                    "huggingface_records",
+                    "story_reasoning_records",
+                ],
                 "raw_records",
                 name="merge_sources",
             ),
