@@ -5,8 +5,13 @@ The nodes only turn parameters into config dataclasses and hand data to the libr
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -44,6 +49,13 @@ def train_story_model(
 
     model_config = from_params(StoryGPT2Config, model_params, where="params:story_gpt2.model")
     train_config = from_params(TrainConfig, train_params, where="params:story_gpt2.train")
+    if train_config.checkpoint_dir:
+        # Checkpoints of one (config, data) pair live in their own folder: an interrupted
+        # run resumes from it, while a run with other settings or data starts fresh.
+        run_key = _fingerprint(model_config, train_config, train_records)
+        train_config = dataclasses.replace(
+            train_config, checkpoint_dir=str(Path(train_config.checkpoint_dir) / run_key)
+        )
     torch.manual_seed(train_config.seed)  # weight initialisation
     model = build_story_gpt2(
         model_config, None if model_config.lm_source == "pretrained" else tokenizer
@@ -70,6 +82,10 @@ def train_story_model(
         train_config,
         log_metrics=mlflow_metrics_logger(every=10),
     )
+    if train_config.checkpoint_dir:
+        # The finished model is saved (versioned) by the catalog; its resume points are
+        # no longer needed.
+        shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
     history = {
         "steps": result.steps,
         "best_val_loss": result.best_val_loss,
@@ -82,6 +98,14 @@ def train_story_model(
         "train_config": to_params(train_config),
     }
     return model.cpu(), history
+
+
+def _fingerprint(model_config, train_config, train_records: pd.DataFrame) -> str:
+    """Short hash of the settings and the training data that a checkpoint belongs to."""
+    settings = {**to_params(model_config), **to_params(train_config), "checkpoint_dir": None}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update("\n".join(sorted(train_records["record_id"].astype(str))).encode())
+    return digest.hexdigest()[:12]
 
 
 def evaluate_story_model(
