@@ -180,7 +180,9 @@ class ProjectHooks:
             target.write_text(json.dumps(versions, indent=2))
             mlflow.log_artifact(str(target))
         for name, path in self._artifacts:
+            # "story_gpt2.report" saved as .../report.html -> artefact story_gpt2/report.html
+            folder = name.rpartition(".")[0].replace(".", "/") or None
             if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path=name.replace(".", "/"))
+                mlflow.log_artifact(str(path), artifact_path=folder)
             elif path.is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=name.replace(".", "/"))
+                mlflow.log_artifacts(str(path), artifact_path=f"{folder}/{path.name}" if folder else path.name)
