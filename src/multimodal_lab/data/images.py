@@ -1,0 +1,325 @@
+"""Image validation and normalisation: the image stage of ingest.
+
+Every image is decoded (one at a time: only encoded bytes are ever held for many
+records), checked, converted to RGB, oriented by its EXIF tag, resized by an
+:class:`ImagePolicy` and re-encoded as PNG. The same input bytes and policy always
+give the same output bytes, so ``image_hash`` (sha256 of the output) is a stable
+content id for exact de-duplication and for caches keyed by image.
+
+Anything that cannot be read becomes a rejection with a reason, never an exception:
+empty files, truncated files, non-images, images above ``max_pixels`` (decompression
+bombs) and images with a side below ``min_side``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from multimodal_lab.data.dedup import phash_of_image
+
+logger = logging.getLogger(__name__)
+
+RESIZE_MODES = ("pad", "center_crop", "stretch", "none")
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How images are checked and normalised."""
+
+    size: tuple[int, int] = (256, 256)  # target (width, height); ignored when mode='none'
+    mode: str = "pad"  # 'pad' (fit inside, fill with background) | 'center_crop' | 'stretch' | 'none'
+    min_side: int = 32  # reject images whose shorter side (before resizing) is below this
+    max_pixels: int = 40_000_000  # reject width*height above this: decompression-bomb guard
+    output_format: str = "PNG"  # only PNG: lossless and deterministic to re-encode
+    background: tuple[int, int, int] = (255, 255, 255)  # behind transparency and padding
+    resample: str = "bicubic"  # resize filter: nearest | bilinear | bicubic | lanczos | box
+    png_compress_level: int = 3  # zlib level 0-9; 3 encodes ~3x faster than 6 for ~5% more bytes
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; a frozen dataclass needs hashable tuples.
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "background", tuple(int(c) for c in self.background))
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"ImagePolicy.size must be two positive ints (width, height), got {self.size}")
+        if self.mode not in RESIZE_MODES:
+            raise ValueError(f"ImagePolicy.mode {self.mode!r} is not one of {RESIZE_MODES}")
+        if self.min_side < 1:
+            raise ValueError(f"ImagePolicy.min_side must be >= 1, got {self.min_side}")
+        if self.max_pixels < self.min_side**2:
+            raise ValueError(
+                f"ImagePolicy.max_pixels {self.max_pixels} is below min_side**2 "
+                f"({self.min_side**2}); no image could pass"
+            )
+        if self.output_format.upper() != "PNG":
+            raise ValueError(
+                f"ImagePolicy.output_format {self.output_format!r} is not supported; use 'PNG' "
+                f"(lossless, so re-encoding is deterministic)"
+            )
+        if self.resample not in _RESAMPLING:
+            raise ValueError(f"ImagePolicy.resample {self.resample!r} is not one of {sorted(_RESAMPLING)}")
+        if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
+            raise ValueError(f"ImagePolicy.background must be an RGB triple 0-255, got {self.background}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"ImagePolicy.png_compress_level must be 0-9, got {self.png_compress_level}")
+
+
+class ImageRejected(Exception):
+    """An image failed validation; ``str(exc)`` is the reason recorded for the record."""
+
+
+@dataclass(frozen=True)
+class NormalizedImage:
+    """Result of :func:`normalize_image`."""
+
+    data: bytes  # PNG bytes of the RGB image
+    width: int
+    height: int
+    image_hash: str  # sha256 hex of ``data``
+    phash: str  # 64-bit perceptual hash (16 hex chars) of the output, for near-dedup
+
+
+def _open_checked(data: bytes, policy: ImagePolicy) -> Image.Image:
+    """Open (header only), enforce the pixel budget, verify, and fully decode."""
+    with warnings.catch_warnings():
+        # Our max_pixels check below is the authoritative guard; PIL's warning would
+        # only duplicate it. PIL's hard error (above 2x its own limit) is still caught.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected(f"decompression bomb guard: {exc}") from None
+        except Image.UnidentifiedImageError:
+            raise ImageRejected("not a recognised image format") from None
+        width, height = image.size
+        if width * height > policy.max_pixels:
+            raise ImageRejected(
+                f"image is {width}x{height} = {width * height} pixels, above max_pixels "
+                f"{policy.max_pixels} (decompression-bomb guard)"
+            )
+        if width < 1 or height < 1:
+            raise ImageRejected(f"image has an empty size {width}x{height}")
+        # verify() checks structure (e.g. PNG chunk CRCs) that a plain decode may skip,
+        # but leaves the object unusable, so the image is reopened to decode it.
+        image.verify()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    return image
+
+
+def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited over ``background``."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (and 32-bit int) grey: PIL's convert('L') clips at 255, turning most
+        # of the range white; scale the 0-65535 range down instead.
+        array = np.asarray(image, dtype=np.int64)
+        array = np.clip(array, 0, 65535) // 257
+        image = Image.fromarray(array.astype(np.uint8))
+        mode = "L"
+    elif mode == "F":
+        image = image.convert("L")  # float grey: clipped to 0-255 like PIL does
+        mode = "L"
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def _resize(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    method = _RESAMPLING[policy.resample]
+    if policy.mode == "none" or image.size == policy.size:
+        return image
+    if policy.mode == "stretch":
+        return image.resize(policy.size, method)
+    if policy.mode == "center_crop":
+        return ImageOps.fit(image, policy.size, method, centering=(0.5, 0.5))
+    return ImageOps.pad(image, policy.size, method, color=policy.background, centering=(0.5, 0.5))
+
+
+def normalize_image(data: Any, policy: ImagePolicy) -> NormalizedImage:
+    """Validate one encoded image and return it normalised.
+
+    Args:
+        data: encoded image bytes (PNG, JPEG, GIF, TIFF, WebP, ...).
+        policy: checks and output size.
+
+    Returns:
+        The RGB image re-encoded as PNG, with its size and sha256.
+
+    Raises:
+        ImageRejected: the image cannot be used; the message is the reason.
+    """
+    if data is None or (not isinstance(data, (bytes, bytearray, memoryview)) and pd.isna(data)):
+        raise ImageRejected("image missing")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageRejected(f"image field holds {type(data).__name__}, not encoded bytes")
+    data = bytes(data)
+    if not data:
+        raise ImageRejected("image is empty (0 bytes)")
+    try:
+        image = _open_checked(data, policy)
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception as exc:  # noqa: BLE001 - corrupt EXIF comes in many exception types
+            # Without a readable orientation the picture may be sideways; better rejected.
+            raise ImageRejected(f"cannot apply EXIF orientation: {type(exc).__name__}: {exc}") from None
+        try:
+            image = _to_rgb(image, policy.background)
+        except ValueError as exc:
+            raise ImageRejected(f"cannot convert mode {image.mode} to RGB: {exc}") from None
+        width, height = image.size
+        if min(width, height) < policy.min_side:
+            raise ImageRejected(
+                f"image is {width}x{height}; its shorter side is below min_side {policy.min_side}"
+            )
+        image = _resize(image, policy)
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"decompression bomb guard: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - hostile files raise OSError, SyntaxError, struct.error, ...
+        message = str(exc) or "no detail"
+        raise ImageRejected(f"cannot decode image ({type(exc).__name__}: {message})") from None
+
+    # A fresh image without ``info`` so no ICC profile, EXIF or text chunk is carried
+    # over: the output depends on the pixels only.
+    clean = Image.frombytes("RGB", image.size, image.tobytes())
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG", compress_level=policy.png_compress_level, optimize=False)
+    png = buffer.getvalue()
+    return NormalizedImage(
+        data=png,
+        width=clean.width,
+        height=clean.height,
+        image_hash=hashlib.sha256(png).hexdigest(),
+        # Hashed here, while the image is decoded, so dedup need not decode it again.
+        phash=phash_of_image(clean),
+    )
+
+
+# One result per image: (png, width, height, image_hash, phash) or the rejection reason.
+_Result = tuple[bytes, int, int, str, str] | str
+
+
+def _normalize_many(args: tuple[Sequence[Any], ImagePolicy]) -> list[_Result]:
+    """Worker body (module level so process pools can pickle it)."""
+    images, policy = args
+    results: list[_Result] = []
+    for data in images:
+        try:
+            out = normalize_image(data, policy)
+        except ImageRejected as exc:
+            results.append(str(exc))
+        else:
+            results.append((out.data, out.width, out.height, out.image_hash, out.phash))
+    return results
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def normalize_images(
+    images: Sequence[Any], policy: ImagePolicy, *, workers: int = 1, chunk_size: int = 64,
+    progress: bool | None = None,
+) -> list[_Result]:
+    """Normalise many encoded images, in order, optionally in worker processes.
+
+    Args:
+        images: encoded image bytes, one per record.
+        policy: checks and output size.
+        workers: 1 runs in this process; >1 uses that many worker processes. Results
+            are identical either way (each image is processed independently).
+        chunk_size: images per task sent to a worker; larger chunks cost less
+            inter-process traffic, smaller ones balance load better.
+        progress: show a progress bar; ``None`` shows it only on a terminal.
+
+    Returns:
+        For each image, ``(png_bytes, width, height, image_hash, phash)`` or a reason
+        string.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    disable = None if progress is None else not progress
+    results: list[_Result] = []
+    with tqdm(total=len(images), desc="validate images", unit="img", disable=disable) as bar:
+        if workers == 1 or len(images) <= chunk_size:
+            for chunk in _chunks(images, chunk_size):
+                results.extend(_normalize_many((chunk, policy)))
+                bar.update(len(chunk))
+        else:
+            tasks = ((chunk, policy) for chunk in _chunks(images, chunk_size))
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                # map() yields in submission order, so the output order is the input order.
+                for chunk_results in pool.map(_normalize_many, tasks):
+                    results.extend(chunk_results)
+                    bar.update(len(chunk_results))
+    return results
+
+
+def validate_images(
+    records: pd.DataFrame, policy: ImagePolicy, workers: int = 1, *, chunk_size: int = 64,
+    progress: bool | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Image stage of ingest: decode, check and normalise every record's image.
+
+    Args:
+        records: record frame (see ``records.RECORD_COLUMNS``); not modified.
+        policy: checks and output size.
+        workers: worker processes (1 = in this process; results are identical).
+        chunk_size: images per worker task.
+        progress: progress bar on/off; ``None`` = only on a terminal.
+
+    Returns:
+        ``(kept, rejected)``. ``kept`` has the input columns with ``image`` replaced by
+        the normalised PNG, plus ``image_hash``, ``width``, ``height`` and ``phash``
+        (perceptual hash used by :func:`~multimodal_lab.data.dedup.deduplicate`). ``rejected``
+        has the input columns (original image bytes) plus ``stage`` (``"image"``) and
+        ``reason``. Every input row is in exactly one of them, in input order.
+    """
+    results = normalize_images(
+        records["image"].tolist(), policy, workers=workers, chunk_size=chunk_size, progress=progress
+    )
+    ok = np.array([not isinstance(r, str) for r in results], dtype=bool)
+    good = [r for r in results if not isinstance(r, str)]
+
+    kept = records.loc[ok].copy()
+    kept["image"] = pd.Series([r[0] for r in good], index=kept.index, dtype=object)
+    kept["image_hash"] = pd.Series([r[3] for r in good], index=kept.index, dtype=object)
+    kept["width"] = pd.Series([r[1] for r in good], index=kept.index, dtype="int64")
+    kept["height"] = pd.Series([r[2] for r in good], index=kept.index, dtype="int64")
+    kept["phash"] = pd.Series([r[4] for r in good], index=kept.index, dtype=object)
+
+    rejected = records.loc[~ok].copy()
+    rejected["stage"] = "image"
+    rejected["reason"] = pd.Series(
+        [r for r in results if isinstance(r, str)], index=rejected.index, dtype=object
+    )
+    if len(rejected):
+        logger.info("image validation: kept %d, rejected %d", len(kept), len(rejected))
+    return kept.reset_index(drop=True), rejected.reset_index(drop=True)
