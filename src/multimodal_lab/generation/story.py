@@ -1,0 +1,131 @@
+"""Story generation from images with a prefix language model.
+
+The image prefix (B, k, D) and the bos embedding form ``inputs_embeds``; the language
+model's own ``generate`` continues from there with its KV cache, in one batch, greedy,
+sampled or with beam search. With ``inputs_embeds`` and no ``input_ids`` GPT-2's
+``generate`` returns only the new tokens, which are decoded to clean text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STRATEGIES = ("greedy", "sample", "beam")
+
+
+@dataclass
+class GenerationSettings:
+    """How stories are decoded."""
+
+    max_new_tokens: int = 64  # longest story in tokens (eos ends earlier)
+    strategy: str = "greedy"  # "greedy", "sample" or "beam"
+    temperature: float = 1.0  # softmax temperature when sampling
+    top_k: int = 0  # keep the k most likely tokens when sampling (0 = all)
+    top_p: float = 1.0  # nucleus mass kept when sampling (1.0 = all)
+    repetition_penalty: float = 1.0  # > 1 discourages repeating tokens
+    num_beams: int = 4  # beams for strategy "beam"
+    seed: int = 0  # sampling seed: the same seed gives the same stories
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.strategy == "beam" and self.num_beams < 2:
+            raise ValueError(f"strategy 'beam' needs num_beams >= 2, got {self.num_beams}")
+
+
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:])")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """Tidy decoded text: no space before punctuation, single spaces, no edge spaces."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
+
+
+def _generate_kwargs(settings: GenerationSettings) -> dict:
+    kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "repetition_penalty": settings.repetition_penalty}
+    if settings.strategy == "greedy":
+        kwargs.update(do_sample=False, num_beams=1)
+    elif settings.strategy == "beam":
+        kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True)
+    else:
+        kwargs.update(do_sample=True, num_beams=1, temperature=settings.temperature,
+                      top_k=settings.top_k if settings.top_k > 0 else None, top_p=settings.top_p)
+    return kwargs
+
+
+@torch.no_grad()
+def generate_token_ids(model: nn.Module, images: torch.Tensor, settings: GenerationSettings,
+                       prefix_override: torch.Tensor | None = None) -> torch.Tensor:
+    """Generate story token ids (the new tokens only) for a batch of images.
+
+    Args:
+        model: a ``StoryGPT2`` (anything with ``encode_prefix``, ``embed_tokens``,
+            ``lm`` and ``tokenizer``).
+        images: (B, 3, S, S) float in [0, 1].
+        settings: decoding settings.
+        prefix_override: (B, k, D) prefix used instead of the image's (e.g. zeros as
+            a control); ``images`` then only sets the batch size.
+
+    Returns:
+        (B, L) token ids, padded with the pad token after eos.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        prefix = model.encode_prefix(images.to(device)) if prefix_override is None else prefix_override.to(device)
+        batch = prefix.shape[0]
+        tokenizer = model.tokenizer
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        bos_ids = torch.full((batch, 1), bos, dtype=torch.long, device=device)
+        embeds = torch.cat([prefix.to(model.lm.dtype), model.embed_tokens(bos_ids)], dim=1)  # (B, k + 1, D)
+        attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(settings.seed)  # sampling draws from the global generator
+            output = model.lm.generate(inputs_embeds=embeds, attention_mask=attention_mask,
+                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                       **_generate_kwargs(settings))
+        return output
+    finally:
+        model.train(was_training)
+
+
+def generate_stories(model: nn.Module, images: torch.Tensor, settings: GenerationSettings | None = None,
+                     prefix_override: torch.Tensor | None = None, batch_size: int = 256) -> list[str]:
+    """Generate one story per image.
+
+    Args:
+        model: a ``StoryGPT2``.
+        images: (B, 3, S, S) float in [0, 1].
+        settings: decoding settings (defaults: greedy, 64 new tokens).
+        prefix_override: (B, k, D) prefix to use instead of the images' own.
+        batch_size: images generated together (bounds memory on large sets).
+
+    Returns:
+        B stories, special tokens stripped, whitespace tidied.
+    """
+    settings = settings or GenerationSettings()
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, 3, S, S), got shape {tuple(images.shape)}")
+    if prefix_override is not None and prefix_override.shape[0] != images.shape[0]:
+        raise ValueError(f"prefix_override has batch {prefix_override.shape[0]} but images have {images.shape[0]}")
+    stories: list[str] = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = slice(start, start + batch_size)
+        override = prefix_override[chunk] if prefix_override is not None else None
+        ids = generate_token_ids(model, images[chunk], settings, override)
+        texts = model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        stories.extend(clean_text(text) for text in texts)
+    return stories

@@ -1,0 +1,246 @@
+"""Vision encoders behind one interface, picked by name from a small registry.
+
+Every encoder turns images (B, 3, S, S) into a sequence of feature tokens (B, N, D)
+through ``forward_features``, exposes its token width ``out_dim`` and says how many
+tokens it makes for an image size (``num_tokens``). Pipelines only talk to that
+interface, so a CNN and a ViT are swapped by changing one name in the parameters:
+
+    encoder = build_encoder("cnn", out_dim=128, channels=[32, 64, 128], grid=8)
+    tokens = encoder.forward_features(images)  # (B, 64, 128)
+
+New encoders register themselves with ``@register_encoder("name")``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+_ENCODERS: dict[str, type[VisionEncoder]] = {}
+
+E = TypeVar("E", bound="type[VisionEncoder]")
+
+
+def register_encoder(name: str) -> Callable[[E], E]:
+    """Class decorator that makes an encoder available to :func:`build_encoder`.
+
+    Args:
+        name: the registry key used in configs (e.g. ``"cnn"``, ``"vit"``).
+    """
+
+    def decorator(cls: E) -> E:
+        if name in _ENCODERS and _ENCODERS[name] is not cls:
+            raise ValueError(
+                f"encoder name {name!r} is already registered by {_ENCODERS[name].__name__}; "
+                "pick another name"
+            )
+        _ENCODERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_encoders() -> list[str]:
+    """Names accepted by :func:`build_encoder`, sorted."""
+    return sorted(_ENCODERS)
+
+
+def build_encoder(name: str, **kwargs) -> VisionEncoder:
+    """Instantiate a registered encoder by name.
+
+    Args:
+        name: registry key.
+        **kwargs: constructor arguments of that encoder (``out_dim`` is common to all).
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in _ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; available encoders: {available_encoders()}")
+    return _ENCODERS[name](**kwargs)
+
+
+class VisionEncoder(nn.Module):
+    """Interface every registered encoder implements."""
+
+    out_dim: int  # width D of each output token
+
+    def num_tokens(self, image_size: int) -> int:
+        """Number N of output tokens for square images of side ``image_size``."""
+        raise NotImplementedError
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode images.
+
+        Args:
+            images: (B, 3, S, S) float tensor in [0, 1].
+
+        Returns:
+            (B, N, D) feature tokens with D == ``out_dim``.
+        """
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(images)
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv + batch norm layers with an identity shortcut (same width, same size)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        # Zero-init the last norm so each block starts as the identity: deep stacks
+        # train from the first step without a warm-up of their own.
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+class PlainBlock(nn.Sequential):
+    """One 3x3 conv + batch norm + ReLU without a shortcut (the write-up's plain CNN)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(*_conv_bn_relu(channels, channels, stride=1))
+
+
+@register_encoder("cnn")
+class CNNEncoder(VisionEncoder):
+    """Convolutional encoder whose output grid cells become tokens.
+
+    Layout: a stem conv (stride ``stem_stride``) to ``channels[0]``, then one stage per
+    entry of ``channels``; every stage after the first halves the resolution (strided
+    conv or max pooling) and each stage runs ``blocks_per_stage`` blocks. The final map
+    is adaptively average-pooled to ``grid`` x ``grid`` cells, each projected to
+    ``out_dim`` and given a learned row + column position embedding, so the language
+    model can tell objects apart by where they are. ``grid=1`` is global pooling (N=1).
+
+    Args:
+        out_dim: token width D (normally the language model's width).
+        channels: channels per stage, e.g. [32, 64, 128].
+        blocks_per_stage: blocks after each stage's entry conv (0 = entry conv only);
+            one int for every stage or a list with one count per stage.
+        grid: side of the output grid; N = grid * grid tokens.
+        residual: residual blocks (True) or plain conv-bn-relu blocks (False).
+        downsample: "stride" (strided conv) or "maxpool" (conv then 2x2 max pool).
+        stem_stride: stride of the stem conv (1 keeps full resolution for small objects).
+        position_embedding: add learned 2-D (row + column) embeddings to the tokens.
+        global_token: put one extra token first, projected from the whole-image average,
+            so the scene's content is readable without first learning where to look.
+        in_channels: image channels.
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        channels: Sequence[int] = (32, 64, 128),
+        blocks_per_stage: int | Sequence[int] = 1,
+        grid: int = 8,
+        residual: bool = True,
+        downsample: str = "stride",
+        stem_stride: int = 1,
+        position_embedding: bool = True,
+        global_token: bool = False,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or any(c <= 0 for c in channels):
+            raise ValueError(f"encoder channels must be a non-empty list of positive ints, got {channels}")
+        if out_dim <= 0:
+            raise ValueError(f"encoder out_dim must be positive, got {out_dim}")
+        if grid <= 0:
+            raise ValueError(f"encoder grid must be >= 1 (1 = global pooling), got {grid}")
+        blocks = [int(blocks_per_stage)] * len(channels) if isinstance(blocks_per_stage, int) else [
+            int(b) for b in blocks_per_stage]
+        if len(blocks) != len(channels) or any(b < 0 for b in blocks):
+            raise ValueError(
+                f"blocks_per_stage must be an int >= 0 or one such count per stage ({len(channels)} stages "
+                f"for channels {channels}), got {blocks_per_stage}"
+            )
+        if downsample not in ("stride", "maxpool"):
+            raise ValueError(f"downsample must be 'stride' or 'maxpool', got {downsample!r}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        self.out_dim = int(out_dim)
+        self.grid = int(grid)
+        self.channels = channels
+        self.stem_stride = stem_stride
+        self.downsample = downsample
+        block = ResidualBlock if residual else PlainBlock
+
+        stages: list[nn.Module] = []
+        previous = in_channels
+        for index, (width, count) in enumerate(zip(channels, blocks)):
+            layers: list[nn.Module] = []
+            if index == 0:
+                layers.append(_conv_bn_relu(previous, width, stride=stem_stride))
+            elif downsample == "stride":
+                layers.append(_conv_bn_relu(previous, width, stride=2))
+            else:
+                layers.extend([_conv_bn_relu(previous, width, stride=1), nn.MaxPool2d(2)])
+            layers.extend(block(width) for _ in range(count))
+            stages.append(nn.Sequential(*layers))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(self.grid)
+        self.proj = nn.Linear(channels[-1], self.out_dim)
+        self.norm = nn.LayerNorm(self.out_dim)
+        self.global_proj = nn.Linear(channels[-1], self.out_dim) if global_token else None
+        if position_embedding and self.grid > 1:
+            self.row_embed = nn.Parameter(torch.randn(self.grid, 1, self.out_dim) * 0.02)
+            self.col_embed = nn.Parameter(torch.randn(1, self.grid, self.out_dim) * 0.02)
+        else:
+            self.register_parameter("row_embed", None)
+            self.register_parameter("col_embed", None)
+
+    @property
+    def downsampling(self) -> int:
+        """Total stride of the convolution stack."""
+        return self.stem_stride * 2 ** (len(self.channels) - 1)
+
+    def feature_size(self, image_size: int) -> int:
+        """Side of the last convolutional map for an input of side ``image_size``."""
+        # A 3x3 conv with stride 2 and padding 1 gives ceil(n / 2); 2x2 max pooling floor(n / 2).
+        size = (image_size + 1) // 2 if self.stem_stride == 2 else image_size
+        for _ in range(len(self.channels) - 1):
+            size = (size + 1) // 2 if self.downsample == "stride" else size // 2
+        return size
+
+    def num_tokens(self, image_size: int) -> int:
+        feature = self.feature_size(image_size)
+        if feature < self.grid:
+            raise ValueError(
+                f"image_size {image_size} gives a {feature}x{feature} feature map, smaller than "
+                f"grid {self.grid}; use a grid <= {feature}, fewer channel stages, or larger images"
+            )
+        return self.grid * self.grid + (self.global_proj is not None)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.stages(images)  # (B, C, H', W')
+        pooled = self.pool(features)  # (B, C, g, g)
+        tokens = self.proj(pooled.flatten(2).transpose(1, 2))  # (B, g*g, D)
+        if self.row_embed is not None:
+            position = (self.row_embed + self.col_embed).reshape(1, self.grid * self.grid, self.out_dim)
+            tokens = tokens + position
+        if self.global_proj is not None:
+            summary = self.global_proj(features.mean(dim=(2, 3))).unsqueeze(1)  # (B, 1, D)
+            tokens = torch.cat([summary, tokens], dim=1)  # (B, 1 + g*g, D)
+        return self.norm(tokens)

@@ -1,0 +1,341 @@
+"""One training loop for every model of the project.
+
+``train`` takes any ``nn.Module`` whose ``model(**batch)`` returns an object with a
+``.loss``, plus datasets and a collate function, and does the rest: AdamW with decay
+only on weight matrices, warm-up then cosine/linear decay, gradient accumulation and
+clipping, bf16 autocast on a GPU (device placement through ``accelerate``), periodic
+validation with early stopping that restores the best weights, atomic checkpoints that
+resume bit-for-bit, live metrics through a callback, and a progress bar.
+
+Determinism: batches come from a sampler that derives each epoch's order from
+``seed`` and the epoch number, and the learning rate is a pure function of the step, so
+a run resumed from a checkpoint repeats exactly what the uninterrupted run would do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from multimodal_lab.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from multimodal_lab.training.schedule import SCHEDULES, lr_factor
+
+MetricsLogger = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all models."""
+
+    seed: int = 0  # seeds batch order and dropout
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # examples per micro-batch
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate (before lr_multipliers)
+    weight_decay: float = 0.01  # AdamW decay on weight matrices only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    warmup_steps: int = 50  # linear warm-up steps
+    schedule: str = "cosine"  # decay after warm-up: "cosine", "linear" or "constant"
+    min_lr_ratio: float = 0.1  # final lr as a fraction of the peak
+    grad_clip: float = 1.0  # max global gradient norm (0 = no clipping)
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # param-name prefix -> lr factor
+    eval_every: int = 100  # validate every this many steps (and at the end); 0 = only at the end
+    eval_batch_size: int | None = None  # validation batch size (None = batch_size)
+    max_eval_batches: int = 0  # validate on the first this many batches only (0 = the whole set)
+    early_stopping_patience: int = 0  # stop after this many evals without improvement (0 = off)
+    early_stopping_min_delta: float = 0.0  # improvement smaller than this does not count
+    checkpoint_every: int = 0  # write a checkpoint every this many steps (0 = never)
+    checkpoint_dir: str | None = None  # where checkpoints go (None = no checkpoints)
+    checkpoint_keep: int = 2  # most recent checkpoints kept on disk
+    resume: bool = True  # continue from the newest checkpoint in checkpoint_dir if any
+    mixed_precision: str = "auto"  # "auto" (bf16 on a capable GPU), "no" or "bf16"
+    num_workers: int = 0  # DataLoader worker processes
+    progress_bar: bool = True  # show a tqdm bar
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum_steps")
+        for key in positive:
+            if int(getattr(self, key)) <= 0:
+                raise ValueError(f"TrainConfig.{key} must be positive, got {getattr(self, key)}")
+        for key in ("warmup_steps", "eval_every", "max_eval_batches", "early_stopping_patience", "checkpoint_every",
+                    "num_workers"):
+            if int(getattr(self, key)) < 0:
+                raise ValueError(f"TrainConfig.{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule {self.schedule!r} is unknown; use one of {SCHEDULES}")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ValueError(f"TrainConfig.mixed_precision must be 'auto', 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError("TrainConfig.checkpoint_every is set but checkpoint_dir is None; give a directory")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a params dict, naming any unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    history: list[dict[str, float]]  # one row per step: step, train_loss, lr, grad_norm[, val_loss]
+    best_val_loss: float  # lowest validation loss seen (inf without validation)
+    steps: int  # optimizer steps completed in total (resumed ones included)
+    stopped_early: bool  # early stopping ended the run
+    resumed_from: int | None  # the checkpoint step this run continued from
+    train_seconds: float = 0.0  # wall time of this call's steps (evaluation included)
+
+
+class SeededBatchSampler(Sampler[list[int]]):
+    """Endless batches of a fresh seeded permutation per epoch, starting at any batch.
+
+    Batch ``b`` is the same whether the run started at 0 or resumed at ``b``: each
+    epoch's order comes from ``seed`` and the epoch number alone.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_batch: int = 0) -> None:
+        if size < batch_size:
+            raise ValueError(
+                f"the training set has {size} examples, fewer than batch_size {batch_size}; "
+                "lower batch_size or add data"
+            )
+        self.size, self.batch_size, self.seed, self.start_batch = size, batch_size, seed, start_batch
+        self.per_epoch = size // batch_size  # the ragged tail is dropped: equal batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch = self.start_batch
+        while True:
+            epoch, offset = divmod(batch, self.per_epoch)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+            for index in range(offset, self.per_epoch):
+                yield order[index * self.batch_size:(index + 1) * self.batch_size]
+            batch = (epoch + 1) * self.per_epoch
+
+    def __len__(self) -> int:  # endless; DataLoader needs a number only for len()
+        return 2**62
+
+
+def _no_decay(name: str, param: nn.Parameter, embedding_params: set[int]) -> bool:
+    return param.ndim < 2 or id(param) in embedding_params or name.endswith(("_embed", "queries"))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decay on weight matrices only and per-prefix learning-rate multipliers.
+
+    Biases, norm scales, embeddings (``nn.Embedding`` tables, learned position tables,
+    learned queries) get no weight decay. A parameter whose name starts with a key of
+    ``lr_multipliers`` gets ``lr * multiplier`` (the longest matching key wins).
+    """
+    embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    matched: set[str] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        keys = [k for k in config.lr_multipliers if name.startswith(k)]
+        key = max(keys, key=len) if keys else None
+        if key is not None:
+            matched.add(key)
+        multiplier = float(config.lr_multipliers[key]) if key is not None else 1.0
+        decay = not _no_decay(name, param, embedding_params)
+        groups.setdefault((multiplier, decay), []).append(param)
+    unmatched = sorted(set(config.lr_multipliers) - matched)
+    if unmatched:
+        raise ValueError(f"lr_multipliers keys {unmatched} match no trainable parameter name; "
+                         f"names start with e.g. {sorted({n.split('.')[0] for n, _ in model.named_parameters()})}")
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    param_groups = [
+        {"params": params, "lr": config.lr * multiplier, "base_lr": config.lr * multiplier,
+         "weight_decay": config.weight_decay if decay else 0.0}
+        for (multiplier, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas)
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return setting
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loader: DataLoader, accelerator: Accelerator, max_batches: int = 0) -> float:
+    """Mean ``model(**batch).loss`` over a loader (its first ``max_batches`` if > 0), weighted by batch size."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for index, batch in enumerate(loader):
+        if max_batches and index >= max_batches:
+            break
+        batch = _to_device(batch, accelerator.device)
+        size = len(next(iter(batch.values())))
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        total += float(loss) * size
+        count += size
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Separate clones on CPU: tied tensors become independent, which safetensors needs.
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    train_dataset: Dataset,
+    val_dataset: Dataset | None,
+    collate_fn: Callable[[list[Any]], dict[str, Any]],
+    config: TrainConfig,
+    log_metrics: MetricsLogger | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and return what happened.
+
+    Args:
+        model: any module; ``model(**collate_fn(items))`` must return an object with
+            a scalar ``.loss``.
+        train_dataset: training items.
+        val_dataset: validation items (None = no validation and no early stopping).
+        collate_fn: turns a list of items into the keyword batch of the model.
+        config: optimisation settings.
+        log_metrics: called after every step with ``({"train_loss", "lr", "grad_norm"
+            [, "val_loss"]}, step)``, e.g. an MLflow logger.
+
+    Returns:
+        The per-step history and the outcome. With validation, the model ends with the
+        weights of its best validation loss.
+
+    Raises:
+        FloatingPointError: when a loss is NaN or infinite, naming the step.
+    """
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(config.mixed_precision))
+    torch.manual_seed(config.seed)  # dropout and other in-model randomness
+    optimizer = build_optimizer(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    base_lrs = [group["base_lr"] for group in optimizer.param_groups]
+
+    step, history, best_val, evals_since_best = 0, [], math.inf, 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    resumed_from: int | None = None
+    if config.checkpoint_dir and config.resume:
+        found = latest_checkpoint(config.checkpoint_dir)
+        if found is not None:
+            loaded = load_checkpoint(found, model=raw_model, optimizer=optimizer)
+            step = resumed_from = loaded.step
+            history = loaded.state["history"]
+            best_val = float(loaded.state["best_val_loss"])
+            evals_since_best = int(loaded.state["evals_since_best"])
+            best_weights = loaded.best_weights
+            if loaded.state.get("stopped_early"):
+                return _finish(raw_model, history, best_val, best_weights, step, True, resumed_from, 0.0)
+
+    sampler = SeededBatchSampler(len(train_dataset), config.batch_size, config.seed,
+                                 start_batch=step * config.grad_accum_steps)
+    train_loader = DataLoader(train_dataset, batch_sampler=sampler, collate_fn=collate_fn,
+                              num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                              pin_memory=accelerator.device.type == "cuda",
+                              # Its own generator: creating the iterator must not draw from the
+                              # global one, or a resumed run's dropout would differ.
+                              generator=torch.Generator().manual_seed(config.seed))
+    val_loader = None
+    if val_dataset is not None and len(val_dataset) > 0:
+        val_loader = DataLoader(val_dataset, batch_size=config.eval_batch_size or config.batch_size,
+                                shuffle=False, collate_fn=collate_fn, num_workers=config.num_workers,
+                                generator=torch.Generator().manual_seed(config.seed))
+    batches = iter(train_loader)
+    device = accelerator.device
+    params = [p for p in raw_model.parameters() if p.requires_grad]
+    stopped_early = False
+    started = time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress_bar, desc="train",
+               mininterval=1.0, dynamic_ncols=True)
+    model.train()
+    try:
+        while step < config.max_steps:
+            factor = lr_factor(step, warmup_steps=config.warmup_steps, total_steps=config.max_steps,
+                               schedule=config.schedule, min_lr_ratio=config.min_lr_ratio)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            step_loss = 0.0
+            for _ in range(config.grad_accum_steps):
+                batch = _to_device(next(batches), device)
+                with accelerator.autocast():
+                    loss = model(**batch).loss
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"loss is {value} at step {step + 1}; lower lr (now {config.lr:g}), keep grad_clip "
+                        f"on (now {config.grad_clip:g}) or check the batch for bad values"
+                    )
+                accelerator.backward(loss / config.grad_accum_steps if config.grad_accum_steps > 1 else loss)
+                step_loss += value
+            record: dict[str, float] = {"step": step + 1, "train_loss": step_loss / config.grad_accum_steps,
+                                        "lr": config.lr * factor}
+            if config.grad_clip > 0:
+                record["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.grad_clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            last = step == config.max_steps
+            if val_loader is not None and (last or (config.eval_every and step % config.eval_every == 0)):
+                val_loss = evaluate_loss(model, val_loader, accelerator, config.max_eval_batches)
+                record["val_loss"] = val_loss
+                if val_loss < best_val - config.early_stopping_min_delta:
+                    best_val, evals_since_best = val_loss, 0
+                    best_weights = _state_copy(raw_model)
+                else:
+                    evals_since_best += 1
+                    if config.early_stopping_patience and evals_since_best >= config.early_stopping_patience:
+                        stopped_early = True
+                bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val_loss:.3f}", refresh=False)
+            history.append(record)
+            if config.checkpoint_dir and config.checkpoint_every and (
+                    step % config.checkpoint_every == 0 or last or stopped_early):
+                save_checkpoint(config.checkpoint_dir, step=step, model=raw_model, optimizer=optimizer,
+                                best_weights=best_weights, keep=config.checkpoint_keep,
+                                state={"history": history, "best_val_loss": best_val,
+                                       "evals_since_best": evals_since_best, "stopped_early": stopped_early,
+                                       "config": dataclasses.asdict(config)})
+            if log_metrics is not None:
+                log_metrics({k: v for k, v in record.items() if k != "step"}, step)
+            bar.update(1)
+            if stopped_early:
+                break
+    finally:
+        bar.close()
+    return _finish(raw_model, history, best_val, best_weights, step, stopped_early, resumed_from,
+                   time.perf_counter() - started)
+
+
+def _finish(model: nn.Module, history: list[dict[str, float]], best_val: float,
+            best_weights: dict[str, torch.Tensor] | None, step: int, stopped_early: bool,
+            resumed_from: int | None, seconds: float) -> TrainResult:
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    return TrainResult(history=history, best_val_loss=best_val, steps=step, stopped_early=stopped_early,
+                       resumed_from=resumed_from, train_seconds=seconds)

@@ -1,0 +1,178 @@
+"""StoryGPT2: config checks, shapes, loss masking, freezing, save/load, pretrained GPT-2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, PreTrainedTokenizerFast
+
+from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config, build_story_gpt2
+
+WORDS = "a small large red blue green circle square star sat on the left right . it was calm".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the suite may share the CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_config(**overrides) -> StoryGPT2Config:
+    values = dict(encoder_channels=[4, 8], encoder_blocks=1, encoder_grid=2, image_size=16, prefix_tokens=4,
+                  mapper_hidden=16, n_layer=1, n_head=2, n_embd=16, n_positions=32, max_story_tokens=12)
+    values.update(overrides)
+    return StoryGPT2Config(**values)
+
+
+def batch(tokenizer, texts=("a red circle .", "a large blue star sat on the left ."), size=16):
+    encoded = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+               for t in texts]
+    longest = max(map(len, encoded))
+    input_ids = torch.full((len(texts), longest), tokenizer.pad_token_id)
+    mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(encoded):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        mask[row, :len(ids)] = 1
+    labels = input_ids.masked_fill(mask == 0, -100)
+    labels[:, 0] = -100
+    images = torch.rand(len(texts), 3, size, size, generator=torch.Generator().manual_seed(0))
+    return {"images": images, "input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_story_gpt2(tiny_config(), word_tokenizer())
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="n_embd 30 is not divisible by n_head 4"):
+        tiny_config(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="raise n_positions to at least 16"):
+        tiny_config(n_positions=10)
+    with pytest.raises(ValueError, match="needs lm_name_or_path"):
+        tiny_config(lm_source="pretrained")
+    with pytest.raises(ValueError, match="unknown StoryGPT2Config keys \\['n_layers'\\]"):
+        StoryGPT2Config.from_dict({"n_layers": 2})
+    with pytest.raises(ValueError, match="prefix_tokens=4"):
+        build_story_gpt2(tiny_config(prefix_tokens=3), word_tokenizer())  # mlp mapper: 4 grid tokens
+
+
+def test_forward_shapes_loss_and_gradients(model):
+    data = batch(model.tokenizer)
+    out = model(**data)
+    assert out.logits.shape == (*data["input_ids"].shape, len(model.tokenizer))
+    assert model.encode_prefix(data["images"]).shape == (2, 4, 16)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    for part in (model.encoder, model.mapper, model.lm):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_loss_covers_story_tokens_only(model):
+    data = batch(model.tokenizer)
+    out = model(**data)
+    # Recompute by hand: logits at t predict token t + 1; bos and padding carry -100.
+    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), data["labels"][:, 1:].reshape(-1),
+                               ignore_index=-100)
+    assert torch.allclose(out.loss, expected)
+    targets = (data["labels"][:, 1:] != -100).sum()
+    assert targets == data["attention_mask"][:, 1:].sum()  # every real token after bos, eos included
+
+
+def test_padding_does_not_change_real_positions(model):
+    model.eval()  # batch norm statistics would otherwise depend on the batch
+    data = batch(model.tokenizer)
+    both = model(**data).logits
+    short = {k: v[:1, : int(data["attention_mask"][0].sum())] if k != "images" else v[:1] for k, v in data.items()}
+    alone = model(**short).logits
+    assert torch.allclose(both[0, : alone.shape[1]], alone[0], atol=1e-5)
+
+
+def test_prefix_carries_the_image(model):
+    model.eval()
+    data = batch(model.tokenizer)
+    other = dict(data, images=torch.rand_like(data["images"]))
+    assert not torch.allclose(model(**data).logits, model(**other).logits, atol=1e-4)
+
+
+def test_mapper_variants():
+    tokenizer = word_tokenizer()
+    one_to_many = build_story_gpt2(tiny_config(encoder_grid=1, prefix_tokens=3), tokenizer)
+    assert one_to_many.encode_prefix(torch.rand(2, 3, 16, 16)).shape == (2, 3, 16)
+    attention = build_story_gpt2(tiny_config(mapper="attention", prefix_tokens=5, mapper_heads=2), tokenizer)
+    assert attention.encode_prefix(torch.rand(2, 3, 16, 16)).shape == (2, 5, 16)
+    loss = attention(**batch(tokenizer)).loss
+    loss.backward()
+    assert attention.mapper.queries.grad is not None
+
+
+def test_freeze_lm_trains_only_encoder_and_mapper():
+    with pytest.warns(UserWarning, match="freeze_lm"):
+        model = build_story_gpt2(tiny_config(freeze_lm=True, dropout=0.1), word_tokenizer())
+    assert not any(p.requires_grad for p in model.lm.parameters())
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    model.train()
+    assert model.encoder.training and not model.lm.training  # frozen LM runs without dropout
+    model(**batch(model.tokenizer)).loss.backward()
+    assert all(p.grad is None for p in model.lm.parameters())
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    model.eval()
+    data = batch(model.tokenizer)
+    expected = model(**data).logits
+    target = tmp_path / "story"
+    model.save_pretrained(target)
+    model.save_pretrained(target)  # overwriting an existing directory is fine
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert [p.name for p in tmp_path.iterdir()] == ["story"]  # no staging leftovers
+    saved = json.loads((target / "config.json").read_text())
+    assert saved["story_gpt2"]["prefix_tokens"] == 4
+    loaded = StoryGPT2.from_pretrained(target).eval()
+    assert torch.allclose(loaded(**data).logits, expected, atol=1e-6)
+    assert loaded.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    # Tied weights stay tied after loading.
+    assert loaded.lm.lm_head.weight.data_ptr() == loaded.lm.transformer.wte.weight.data_ptr()
+
+
+def test_pretrained_gpt2_and_its_tokenizer_load_from_a_local_directory(tmp_path):
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0, **{char: i + 1 for i, char in enumerate(sorted(alphabet))}}
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=[])
+    assert tokenizer.pad_token is None
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32, n_positions=64,
+                                    bos_token_id=0, eos_token_id=0))
+    source = tmp_path / "tiny-gpt2"
+    lm.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+
+    config = tiny_config(lm_source="pretrained", lm_name_or_path=str(source), n_embd=16, n_positions=32)
+    model = build_story_gpt2(config)
+    assert model.config.n_embd == 32 and model.config.n_positions == 64  # taken from the loaded LM
+    assert model.tokenizer.pad_token == "<|endoftext|>"  # pad falls back to eos
+    assert torch.equal(model.lm.transformer.wte.weight, lm.transformer.wte.weight)
+    data = batch(model.tokenizer, texts=("a red circle", "two blue stars"))
+    model.eval()
+    expected = model(**data).logits
+    assert torch.isfinite(expected).all()
+
+    model.save_pretrained(tmp_path / "story")
+    loaded = StoryGPT2.from_pretrained(tmp_path / "story").eval()
+    assert loaded.config.lm_source == "pretrained"
+    assert torch.allclose(loaded(**data).logits, expected, atol=1e-6)
