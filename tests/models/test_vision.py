@@ -119,6 +119,16 @@ def test_global_token_comes_first_and_summarises_the_image():
     assert moved[0] > 1e-4 and moved[4] < 1e-6  # bottom-right cell is out of reach
 
 
+def test_channels_last_layout_gives_the_same_tokens():
+    torch.manual_seed(0)
+    fast = CNNEncoder(out_dim=8, channels=[4, 8], grid=2, channels_last=True).eval()
+    plain = CNNEncoder(out_dim=8, channels=[4, 8], grid=2, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    assert fast.stages[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(fast.forward_features(images), plain.forward_features(images), atol=1e-5)
+
+
 def test_blocks_can_be_set_per_stage():
     encoder = CNNEncoder(out_dim=8, channels=[4, 8, 16], blocks_per_stage=[0, 2, 1], grid=2)
     residual = [sum(1 for m in stage.modules() if type(m).__name__ == "ResidualBlock") for stage in encoder.stages]

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from multimodal_lab.captioning.cache import CaptionCache, as_cache, image_sha256, lookup
+from multimodal_lab.config import from_params
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +72,8 @@ class Blip2Config:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> Blip2Config:
-        """Build from a params dict; an unknown key fails with its name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"caption: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(params))
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, params, where="Blip2Config")
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a caption depends on (stored with every caption)."""

@@ -22,9 +22,14 @@ from typing import Any
 
 import pandas as pd
 
+from multimodal_lab.config import from_params
 from multimodal_lab.data.dedup import deduplicate
 from multimodal_lab.data.images import ImagePolicy, validate_images
-from multimodal_lab.data.licenses import DEFAULT_LICENSE_ALLOW, filter_licenses, normalize_allow_list
+from multimodal_lab.data.licenses import (
+    DEFAULT_LICENSE_ALLOW,
+    filter_licenses,
+    normalize_allow_list,
+)
 from multimodal_lab.data.records import (
     ACCEPTED_EXTRA_COLUMNS,
     RECORD_COLUMNS,
@@ -82,9 +87,8 @@ class IngestConfig:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> IngestConfig:
-        """Build from a ``params:`` dict; unknown keys fail with their names."""
-        _check_keys(cls, params, "ingest parameters")
-        return cls(**params)
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, params, where="IngestConfig")
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

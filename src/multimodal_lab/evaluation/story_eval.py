@@ -18,9 +18,9 @@ grounding is reported as NaN.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from multimodal_lab.config import from_params
 from multimodal_lab.data.records import metadata_of
 from multimodal_lab.data.scene_world import COLOURS, SHAPES, object_pairs
 from multimodal_lab.data.story_dataset import StoryCollator, encode_texts
 from multimodal_lab.evaluation.grounding import extract_pairs, grounding_scores
-from multimodal_lab.evaluation.text import distinct_n, perplexity, repeated_ngram_rate, sequence_nll, words
+from multimodal_lab.evaluation.text import (
+    distinct_n,
+    perplexity,
+    repeated_ngram_rate,
+    sequence_nll,
+    words,
+)
 from multimodal_lab.generation.story import GenerationSettings, generate_stories
 from multimodal_lab.models.preprocess import decode_image, image_to_array
 
@@ -91,22 +98,9 @@ class EvalSettings:
             raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EvalSettings:
-        """Build settings from a params dict (``generation`` may be a nested dict), naming unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown EvalSettings keys {unknown}; known keys: {sorted(known)}")
-        values = dict(values)
-        generation = values.get("generation")
-        if isinstance(generation, dict):
-            gen_known = {f.name for f in dataclasses.fields(GenerationSettings)}
-            gen_unknown = sorted(set(generation) - gen_known)
-            if gen_unknown:
-                raise ValueError(
-                    f"unknown generation keys {gen_unknown}; known keys: {sorted(gen_known)}"
-                )
-        return cls(**values)
+    def from_dict(cls, values: Mapping[str, Any]) -> EvalSettings:
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, values, where="EvalSettings")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from multimodal_lab.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from multimodal_lab.config import from_params
+from multimodal_lab.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from multimodal_lab.training.schedule import SCHEDULES, lr_factor
 
 MetricsLogger = Callable[[dict[str, float], int], None]
@@ -81,13 +86,9 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a params dict, naming any unknown key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, values, where="TrainConfig")
 
 
 @dataclass

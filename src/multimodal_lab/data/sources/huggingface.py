@@ -18,13 +18,14 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from PIL import Image
 
+from multimodal_lab.config import from_params
 from multimodal_lab.data.records import make_record, records_frame
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,8 @@ class HFSourceConfig:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> HFSourceConfig:
-        """Build from a params dict; an unknown key fails with its name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"huggingface source: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(params))
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, params, where="HFSourceConfig")
 
 
 def is_saved_dataset_dir(path: str | Path) -> bool:

@@ -37,15 +37,21 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from multimodal_lab.config import from_params
 from multimodal_lab.data.records import make_record, records_frame
 from multimodal_lab.data.sources.html_extract import clean_text
-from multimodal_lab.data.sources.huggingface import check_columns, encode_image, iter_raw_rows, open_dataset
+from multimodal_lab.data.sources.huggingface import (
+    check_columns,
+    encode_image,
+    iter_raw_rows,
+    open_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +93,8 @@ class StoryReasoningConfig:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> StoryReasoningConfig:
-        """Build from a params dict; an unknown key fails with its name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"story_reasoning: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(params))
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, params, where="StoryReasoningConfig")
 
 
 def strip_grounding(text: str) -> str:

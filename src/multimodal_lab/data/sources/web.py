@@ -16,20 +16,27 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urldefrag, urlsplit
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from multimodal_lab.config import from_params
 from multimodal_lab.data.records import make_record, records_frame
-from multimodal_lab.data.sources.html_extract import ImageRef, PageContent, extract_page, host_of
+from multimodal_lab.data.sources.html_extract import (
+    ImageRef,
+    PageContent,
+    extract_page,
+    host_of,
+)
 from multimodal_lab.data.sources.web_fetch import (  # noqa: F401 - ResponseCache, make_session re-exported
     OUTCOME_COLUMNS,
-    FetchOutcome,
     Fetched,
     Fetcher,
+    FetchOutcome,
     ResponseCache,
     charset_of,
     make_session,
@@ -112,13 +119,9 @@ class WebSourceConfig:
         self.allowed_image_hosts = [h.lower() for h in self.allowed_image_hosts]
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> WebSourceConfig:
-        """Build from a params dict; an unknown key fails with its name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"web source: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+    def from_dict(cls, params: Mapping[str, Any]) -> WebSourceConfig:
+        """Build from a ``params:`` dict; an unknown key fails naming it (nested ones too)."""
+        return from_params(cls, params, where="WebSourceConfig")
 
 
 class ScrapeResult(NamedTuple):
