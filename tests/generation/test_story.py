@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tiny_models import make_word_tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from multimodal_lab.generation.story import GenerationSettings, clean_text, generate_stories, generate_token_ids
+from multimodal_lab.generation.story import (
+    GenerationSettings,
+    clean_text,
+    generate_stories,
+    generate_token_ids,
+)
 from multimodal_lab.models.story_gpt2 import StoryGPT2Config, build_story_gpt2
 
 WORDS = "a the red blue green circle square star sat on left right top . it was calm".split()
@@ -14,21 +19,11 @@ STORIES = ["a red circle sat on the left .", "a blue square sat on the top .", "
 COLOURS = [(1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the suite may share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
+    return make_word_tokenizer(WORDS)
 
 
 def images() -> torch.Tensor:

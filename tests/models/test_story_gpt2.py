@@ -6,29 +6,29 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, PreTrainedTokenizerFast
+from tiny_models import make_word_tokenizer
+from tokenizers import pre_tokenizers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
+    PreTrainedTokenizerFast,
+)
 
-from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config, build_story_gpt2
+from multimodal_lab.models.story_gpt2 import (
+    StoryGPT2,
+    StoryGPT2Config,
+    build_story_gpt2,
+)
 
 WORDS = "a small large red blue green circle square star sat on the left right . it was calm".split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the suite may share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
+    return make_word_tokenizer(WORDS)
 
 
 def tiny_config(**overrides) -> StoryGPT2Config:

@@ -10,17 +10,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from multimodal_lab.training.checkpoint import latest_checkpoint, save_checkpoint
-from multimodal_lab.training.loop import SeededBatchSampler, TrainConfig, build_optimizer, train
+from multimodal_lab.training.loop import (
+    SeededBatchSampler,
+    TrainConfig,
+    build_optimizer,
+    train,
+)
 from multimodal_lab.training.schedule import lr_factor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the suite may share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 class Regression(Dataset):
