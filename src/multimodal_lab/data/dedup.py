@@ -35,6 +35,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from multimodal_lab.data.records import split_rejections
+
 logger = logging.getLogger(__name__)
 
 PHASH_BITS = 64  # imagehash.phash with hash_size=8
@@ -250,13 +252,7 @@ def deduplicate(
         first_by_id[rid] = pos
         kept_by_hash.setdefault(exact_keys[pos], []).append(pos)
 
-    ok = np.array([r is None for r in reasons], dtype=bool)
-    kept = records.loc[ok].copy()
-    rejected = records.loc[~ok].copy()
-    rejected["stage"] = "dedup"
-    rejected["reason"] = pd.Series(
-        [r for r in reasons if r is not None], index=rejected.index, dtype=object
-    )
+    kept, rejected = split_rejections(records, reasons, "dedup")
     if len(rejected):
         logger.info("dedup: kept %d, rejected %d", len(kept), len(rejected))
     return kept.reset_index(drop=True), rejected.reset_index(drop=True)

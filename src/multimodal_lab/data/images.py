@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from multimodal_lab.data.dedup import phash_of_image
+from multimodal_lab.data.records import split_rejections
 
 logger = logging.getLogger(__name__)
 
@@ -305,21 +306,16 @@ def validate_images(
     results = normalize_images(
         records["image"].tolist(), policy, workers=workers, chunk_size=chunk_size, progress=progress
     )
-    ok = np.array([not isinstance(r, str) for r in results], dtype=bool)
     good = [r for r in results if not isinstance(r, str)]
-
-    kept = records.loc[ok].copy()
+    kept, rejected = split_rejections(
+        records, [r if isinstance(r, str) else None for r in results], "image"
+    )
     kept["image"] = pd.Series([r[0] for r in good], index=kept.index, dtype=object)
     kept["image_hash"] = pd.Series([r[3] for r in good], index=kept.index, dtype=object)
     kept["width"] = pd.Series([r[1] for r in good], index=kept.index, dtype="int64")
     kept["height"] = pd.Series([r[2] for r in good], index=kept.index, dtype="int64")
     kept["phash"] = pd.Series([r[4] for r in good], index=kept.index, dtype=object)
 
-    rejected = records.loc[~ok].copy()
-    rejected["stage"] = "image"
-    rejected["reason"] = pd.Series(
-        [r for r in results if isinstance(r, str)], index=rejected.index, dtype=object
-    )
     if len(rejected):
         logger.info("image validation: kept %d, rejected %d", len(kept), len(rejected))
     return kept.reset_index(drop=True), rejected.reset_index(drop=True)

@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from multimodal_lab.data.records import split_rejections
+
 logger = logging.getLogger(__name__)
 
 PUBLIC_DOMAIN_MARK = "PDM-1.0"
@@ -245,16 +247,9 @@ def filter_licenses(
         spdx, reason = license_rejection_reason(value, allowed)
         spdx_ids.append(spdx)
         reasons.append(reason)
-    ok = pd.Series([r is None for r in reasons], index=records.index, dtype=bool)
-
-    kept = records.loc[ok].copy()
+    kept, rejected = split_rejections(records, reasons, "license")
     kept["license_spdx"] = pd.Series(
         [s for s, r in zip(spdx_ids, reasons) if r is None], index=kept.index, dtype=object
-    )
-    rejected = records.loc[~ok].copy()
-    rejected["stage"] = "license"
-    rejected["reason"] = pd.Series(
-        [r for r in reasons if r is not None], index=rejected.index, dtype=object
     )
     if len(rejected):
         logger.info("licence filter: kept %d, rejected %d", len(kept), len(rejected))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -109,6 +109,23 @@ def validate_records(frame: pd.DataFrame, *, where: str = "records") -> pd.DataF
             f"the columns of multimodal_lab.data.records.RECORD_COLUMNS"
         )
     return frame
+
+
+def split_rejections(
+    records: pd.DataFrame, reasons: Sequence[str | None], stage: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a stage's input into kept rows (reason ``None``) and rejected rows.
+
+    Rejected rows get ``stage`` and their ``reason``; both frames keep the input order and
+    index, so callers can still add columns aligned on it before resetting.
+    """
+    if len(reasons) != len(records):
+        raise ValueError(f"{len(reasons)} reasons for {len(records)} records in stage {stage!r}")
+    ok = pd.Series([r is None for r in reasons], index=records.index, dtype=bool)
+    rejected = records.loc[~ok].copy()
+    rejected["stage"] = stage
+    rejected["reason"] = pd.Series([r for r in reasons if r is not None], index=rejected.index, dtype=object)
+    return records.loc[ok].copy(), rejected
 
 
 def metadata_of(record: Mapping[str, Any]) -> dict[str, Any]:
