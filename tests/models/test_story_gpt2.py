@@ -119,6 +119,17 @@ def test_attention_kernels_agree(model):
     assert torch.allclose(model(**data).logits, eager, atol=1e-5)
 
 
+def test_lm_init_std_sets_the_scale_of_gpt2_weights():
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    wide = build_story_gpt2(tiny_config(lm_init_std=0.08, n_embd=64, mapper_hidden=64), tokenizer)
+    narrow = build_story_gpt2(tiny_config(n_embd=64, mapper_hidden=64), tokenizer)
+    assert wide.lm.transformer.h[0].attn.c_attn.weight.std().item() == pytest.approx(0.08, rel=0.1)
+    assert narrow.lm.transformer.h[0].attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(ValueError, match="lm_init_std must be positive"):
+        tiny_config(lm_init_std=0.0)
+
+
 def test_mapper_variants():
     tokenizer = word_tokenizer()
     one_to_many = build_story_gpt2(tiny_config(encoder_grid=1, prefix_tokens=3), tokenizer)

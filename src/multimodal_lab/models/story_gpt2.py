@@ -68,6 +68,7 @@ class StoryGPT2Config:
     n_positions: int = 128  # GPT-2 context length; must hold prefix + story
     dropout: float = 0.0  # GPT-2 residual/embedding/attention dropout
     attn_implementation: str | None = "eager"  # GPT-2 attention kernel: "eager", "sdpa" (None = transformers' pick)
+    lm_init_std: float = 0.02  # std of GPT-2's initial weights when built from config (GPT-2's own is 0.02)
     freeze_lm: bool = False  # train only encoder + mapper (ClipCap's frozen GPT-2 setting)
     max_story_tokens: int = 64  # longest text in tokens, bos and eos included (longer is cut)
 
@@ -96,6 +97,8 @@ class StoryGPT2Config:
             raise ValueError(f"mapper must be 'mlp' or 'attention', got {self.mapper!r}")
         if self.mapper == "attention" and self.n_embd % self.mapper_heads:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by mapper_heads {self.mapper_heads}")
+        if self.lm_init_std <= 0:
+            raise ValueError(f"lm_init_std must be positive, got {self.lm_init_std}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.encoder_channels = [int(c) for c in self.encoder_channels]
@@ -195,6 +198,7 @@ def _lm_config(config: StoryGPT2Config, tokenizer: PreTrainedTokenizerBase) -> G
         # The fused tanh-GELU equals GPT-2's "gelu_new" but runs as one kernel instead of
         # five element-wise ones (about a fifth of a CPU training step at width 128).
         activation_function="gelu_pytorch_tanh",
+        initializer_range=config.lm_init_std,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
