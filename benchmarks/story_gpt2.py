@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from multimodal_lab.data.scene_world import SceneWorldConfig, generate_scene_world
-from multimodal_lab.data.story_dataset import StoryCollator, StoryDataset
+from multimodal_lab.data.record_dataset import RecordCollator, RecordDataset, TextField
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 from multimodal_lab.generation.story import GenerationSettings, generate_stories, generate_token_ids
 from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config
@@ -64,16 +64,16 @@ def model_settings(params_file: Path) -> tuple[StoryGPT2Config, dict[str, Any], 
     return StoryGPT2Config.from_dict(model_params), train_params, f"{params_file.name} (story_gpt2.model)"
 
 
-def build_data(config: StoryGPT2Config, n_records: int, seed: int) -> tuple[StoryDataset, Any]:
-    """Scene-world stories as a cached StoryDataset, and the tokenizer trained on them."""
+def build_data(config: StoryGPT2Config, n_records: int, seed: int) -> tuple[RecordDataset, RecordCollator, Any]:
+    """Scene-world stories as a cached dataset, its collator, and the tokenizer trained on them."""
     world = SceneWorldConfig(seed=seed, n_scenes=n_records, n_engravings=0, n_sequences=0,
                              image_size=max(32, min(512, config.image_size)),
                              bad_license_fraction=0.0, damaged_fraction=0.0)
     records = generate_scene_world(world)
     tokenizer = train_tokenizer(records["story"], VocabConfig(kind="word", min_frequency=1))
-    dataset = StoryDataset(records, tokenizer, image_size=config.image_size,
-                           max_story_tokens=config.max_story_tokens, cache_images=True)
-    return dataset, tokenizer
+    texts = [TextField("story", tokenizer, config.max_story_tokens)]  # as the story_gpt2 family reads them
+    dataset = RecordDataset(records, image_size=config.image_size, texts=texts, cache_images=True)
+    return dataset, RecordCollator(texts), tokenizer
 
 
 def _sync(device: torch.device) -> None:
@@ -81,7 +81,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_training(model: StoryGPT2, dataset: StoryDataset, collate: StoryCollator, steps: int,
+def plain_training(model: StoryGPT2, dataset: RecordDataset, collate: RecordCollator, steps: int,
                    batch_size: int, lr: float, seed: int, device: torch.device, bf16: bool) -> float:
     """Seconds for ``steps`` steps of a minimal loop: DataLoader, AdamW, forward, backward, step."""
     model.to(device).train()
@@ -107,7 +107,7 @@ def plain_training(model: StoryGPT2, dataset: StoryDataset, collate: StoryCollat
     return time.perf_counter() - started
 
 
-def project_training(model: StoryGPT2, dataset: StoryDataset, collate: StoryCollator, steps: int,
+def project_training(model: StoryGPT2, dataset: RecordDataset, collate: RecordCollator, steps: int,
                      batch_size: int, lr: float, seed: int, mixed_precision: str) -> float:
     """Seconds the project's ``train`` reports for ``steps`` steps (setup excluded, as above)."""
     config = TrainConfig(seed=seed, max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=0,
@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = args.batch_size or int(train_params.get("batch_size") or 32)
     lr = float(train_params.get("lr") or 1e-3)
 
-    dataset, tokenizer = build_data(config, args.records, args.seed)
-    collate = StoryCollator(pad_token_id=tokenizer.pad_token_id)
+    dataset, collate, tokenizer = build_data(config, args.records, args.seed)
     torch.manual_seed(args.seed)
     base = StoryGPT2(config, tokenizer)
     initial = copy.deepcopy(base.state_dict())
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _generation(model: StoryGPT2, dataset: StoryDataset, device: torch.device,
+def _generation(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
                 args: argparse.Namespace) -> tuple[tuple | None, str]:
     """Tokens/s of generate_stories (KV cache) and of the no-cache loop, as a table row."""
     model = model.to(device).eval()

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from project_copy import PROJECT_ROOT, make_project_copy  # noqa: F401 - re-exported for tests
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
@@ -18,16 +17,7 @@ def kedro_project(tmp_path, monkeypatch) -> Path:
 
     Session tests run against it so they never touch the real ``data/`` or ``mlflow.db``.
     """
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    shutil.copy(PROJECT_ROOT / ".telemetry", root)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # the package itself is imported from the installed project
-    for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
-                  "06_models", "07_model_output", "08_reporting"):
-        (root / "data" / layer).mkdir(parents=True)
+    root = make_project_copy(tmp_path)
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root

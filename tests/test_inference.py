@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from multimodal_lab.data.story_dataset import encode_texts
+from multimodal_lab.data.record_dataset import encode_texts
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 from multimodal_lab.generation.story import GenerationSettings
 from multimodal_lab.inference import StoryTeller, load_image_folder, prepare_image, render_stories_html
@@ -23,7 +23,7 @@ def model_dir(tmp_path_factory):
     """A tiny model trained to tell one story whatever the image, saved to disk."""
     tokenizer = train_tokenizer([STORY, "a blue star."], VocabConfig(kind="word", min_frequency=1))
     torch.manual_seed(0)
-    config = StoryGPT2Config(encoder_channels=[8], encoder_blocks=0, encoder_grid=2, image_size=16,
+    config = StoryGPT2Config(encoder={"name": "cnn", "channels": [8], "blocks_per_stage": 0, "grid": 2}, image_size=16,
                              prefix_tokens=4, mapper_hidden=0, n_layer=1, n_head=2, n_embd=32,
                              n_positions=48, max_story_tokens=24)
     model = StoryGPT2(config, tokenizer)

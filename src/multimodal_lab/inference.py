@@ -1,4 +1,12 @@
-"""Tell stories about images with a trained story model, from Python.
+"""Use trained models from Python: one loader for every family, and the story API.
+
+    from multimodal_lab.inference import load, load_image_folder
+
+    teller = load("data/06_models/story_gpt2/model/<version>/model")  # any family's directory
+    for name, image in load_image_folder("my_pictures"):
+        print(name, teller.tell(image)[0])
+
+or, for the story model explicitly:
 
     from multimodal_lab.inference import StoryTeller, load_image_folder
 
@@ -55,6 +63,37 @@ def prepare_image(image: Image.Image, size: int) -> Image.Image:
     return rgb
 
 
+def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> Any:
+    """Load any family's saved model directory and return that family's inference API.
+
+    The family is read from the directory's ``config.json`` (e.g. a story_gpt2 model
+    gives a :class:`StoryTeller`).
+
+    Args:
+        directory: a model directory written by a family's ``save_pretrained`` (the
+            ``<family>.model`` catalog entry: ``data/06_models/<family>/model/<version>/model``).
+        device: where to run; None picks CUDA when available.
+
+    Raises:
+        FileNotFoundError: the directory holds no model.
+        ValueError: its config names no known family, or the family has no inference API.
+    """
+    from multimodal_lab.families import family_of_directory
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model directory {path} does not exist; pass a folder under data/06_models/<family>/model/<version>/"
+        )
+    family = family_of_directory(path)
+    if family.inference is None:
+        raise ValueError(f"the {family.name} family has no inference API yet")
+    api = family.inference(family.load(path, "cpu"))
+    if device is not None and hasattr(api, "to"):
+        api = api.to(device)
+    return api
+
+
 class StoryTeller:
     """A loaded story model that turns PIL images into stories.
 
@@ -90,6 +129,12 @@ class StoryTeller:
                 "StoryGPT2.save_pretrained (the story_gpt2.model catalog entry)"
             )
         return cls(StoryGPT2.from_pretrained(path), device=device, batch_size=batch_size)
+
+    def to(self, device: str | torch.device) -> StoryTeller:
+        """Move the model to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     @property
     def image_size(self) -> int:

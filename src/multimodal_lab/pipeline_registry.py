@@ -1,14 +1,16 @@
 """Project pipelines.
 
-The data-preparation pipelines are composed explicitly so that each model pipeline
-runs the whole way on a fresh clone: ``kedro run --pipeline=story_gpt2`` prepares the
-data, trains, evaluates and reports.
+Every model family's pipeline runs the whole way on a fresh clone: ``kedro run
+--pipeline=story_gpt2`` prepares the data, trains, evaluates and reports. The family
+pipelines are made by one template (``pipelines.model``) from the family registry.
 """
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
+from multimodal_lab.families import available_families, get_family
 from multimodal_lab.pipelines import captioning, ingest, prepare, sources
+from multimodal_lab.pipelines.model import create_model_pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -17,7 +19,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
-    from multimodal_lab.pipelines import story_gpt2, story_gpt2_inference
+    from multimodal_lab.pipelines import story_gpt2_inference
 
     pipes: dict[str, Pipeline] = {
         "sources": sources.create_pipeline(),
@@ -25,10 +27,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "captioning": captioning.create_pipeline(),
         "prepare": prepare.create_pipeline(),
     }
-    pipes["data_preparation"] = pipes["sources"] + pipes["ingest"] + pipes["captioning"] + pipes["prepare"]
-    story_prep = pipes["sources"] + pipes["ingest"] + pipes["captioning"] + prepare.create_corpus_pipeline("story")
-    pipes["story_gpt2_model"] = story_gpt2.create_pipeline()
-    pipes["story_gpt2"] = story_prep + pipes["story_gpt2_model"]
+    shared = pipes["sources"] + pipes["ingest"] + pipes["captioning"]
+    pipes["data_preparation"] = shared + pipes["prepare"]
+    default = pipes["data_preparation"]
+    for name in available_families():
+        model = create_model_pipeline(name)
+        pipes[f"{name}_model"] = model
+        pipes[name] = shared + prepare.create_corpus_pipeline(get_family(name).corpus) + model
+        default += model
     pipes["story_gpt2_inference"] = story_gpt2_inference.create_pipeline()
-    pipes["__default__"] = pipes["data_preparation"] + pipes["story_gpt2_model"]
+    pipes["__default__"] = default
     return pipes

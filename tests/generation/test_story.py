@@ -32,7 +32,7 @@ def images() -> torch.Tensor:
 
 def tiny_model():
     torch.manual_seed(0)
-    config = StoryGPT2Config(encoder_channels=[8, 16], encoder_grid=1, image_size=8, prefix_tokens=2,
+    config = StoryGPT2Config(encoder={"name": "cnn", "channels": [8, 16], "grid": 1}, image_size=8, prefix_tokens=2,
                              mapper_hidden=32, n_layer=1, n_head=2, n_embd=32, n_positions=24,
                              max_story_tokens=12)
     return build_story_gpt2(config, word_tokenizer())
@@ -120,3 +120,10 @@ def test_settings_are_checked_and_text_is_cleaned():
     with pytest.raises(ValueError, match="temperature must be positive"):
         GenerationSettings(temperature=0.0)
     assert clean_text("  a red circle .  it was calm ,  ok  ") == "a red circle. it was calm, ok"
+
+
+def test_generation_longer_than_the_context_fails_clearly():
+    model = tiny_model()  # 2 prefix tokens, n_positions 24
+    with pytest.raises(ValueError, match="lower max_new_tokens to at most 21"):
+        generate_stories(model, images()[:1], GenerationSettings(max_new_tokens=22))
+    assert len(generate_stories(model, images()[:1], GenerationSettings(max_new_tokens=21))) == 1

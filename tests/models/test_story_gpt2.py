@@ -32,9 +32,13 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(**overrides) -> StoryGPT2Config:
-    values = dict(encoder_channels=[4, 8], encoder_blocks=1, encoder_grid=2, image_size=16, prefix_tokens=4,
-                  mapper_hidden=16, n_layer=1, n_head=2, n_embd=16, n_positions=32, max_story_tokens=12)
+    values = dict(encoder={"name": "cnn", "channels": [4, 8], "blocks_per_stage": 1, "grid": 2}, image_size=16,
+                  prefix_tokens=4, mapper_hidden=16, n_layer=1, n_head=2, n_embd=16, n_positions=32,
+                  max_story_tokens=12)
+    grid = overrides.pop("grid", None)
     values.update(overrides)
+    if grid is not None:
+        values["encoder"] = {**values["encoder"], "grid": grid}
     return StoryGPT2Config(**values)
 
 
@@ -132,7 +136,7 @@ def test_lm_init_std_sets_the_scale_of_gpt2_weights():
 
 def test_mapper_variants():
     tokenizer = word_tokenizer()
-    one_to_many = build_story_gpt2(tiny_config(encoder_grid=1, prefix_tokens=3), tokenizer)
+    one_to_many = build_story_gpt2(tiny_config(grid=1, prefix_tokens=3), tokenizer)
     assert one_to_many.encode_prefix(torch.rand(2, 3, 16, 16)).shape == (2, 3, 16)
     attention = build_story_gpt2(tiny_config(mapper="attention", prefix_tokens=5, mapper_heads=2), tokenizer)
     assert attention.encode_prefix(torch.rand(2, 3, 16, 16)).shape == (2, 5, 16)
@@ -196,3 +200,34 @@ def test_pretrained_gpt2_and_its_tokenizer_load_from_a_local_directory(tmp_path)
     loaded = StoryGPT2.from_pretrained(tmp_path / "story").eval()
     assert loaded.config.lm_source == "pretrained"
     assert torch.allclose(loaded(**data).logits, expected, atol=1e-6)
+
+
+def test_encoder_block_is_checked_against_the_encoders_own_options():
+    with pytest.raises(ValueError, match=r"'chanels' \(did you mean 'channels'\?\)"):
+        tiny_config(encoder={"name": "cnn", "chanels": [4, 8]})
+    with pytest.raises(ValueError, match="unknown encoder 'resnet'"):
+        tiny_config(encoder={"name": "resnet"})
+    with pytest.raises(TypeError, match="channels' must be a list of integers, got 32"):
+        StoryGPT2Config.from_dict({"encoder": {"name": "cnn", "channels": 32}})
+    config = tiny_config()
+    assert config.encoder["name"] == "cnn" and config.encoder["grid"] == 2
+    assert config.encoder["residual"] is True  # the block is stored complete
+
+
+def test_a_format_1_model_directory_still_loads(tmp_path):
+    model = build_story_gpt2(tiny_config(), word_tokenizer())
+    model.save_pretrained(tmp_path / "m")
+    payload = json.loads((tmp_path / "m" / "config.json").read_text())
+    encoder = payload["story_gpt2"].pop("encoder")
+    payload["story_gpt2"].update(encoder="cnn", encoder_channels=encoder["channels"],
+                                 encoder_blocks=encoder["blocks_per_stage"], encoder_grid=encoder["grid"],
+                                 encoder_kwargs={})
+    payload["format_version"] = 1
+    del payload["family"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(payload))
+    loaded = StoryGPT2.from_pretrained(tmp_path / "m")
+    assert loaded.config.encoder == model.config.encoder
+    data = batch(word_tokenizer())
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**data).logits, model(**data).logits)

@@ -7,15 +7,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from multimodal_lab.evaluation.story_eval import METRIC_COLUMNS, StoryEvaluation
+from multimodal_lab.evaluation.harness import Evaluation
 from multimodal_lab.reporting.figures import image_data_uri, image_png, loss_curve_png, to_display_rgb
 from multimodal_lab.reporting.html import (
     flatten_params,
     format_value,
     metrics_table,
     render_page,
-    render_story_report,
+    render_report,
 )
+
+METRIC_COLUMNS = ("pair_precision", "pair_recall", "pair_f1", "colour_f1", "shape_f1", "num_grounded",
+                  "distinct_1", "distinct_2", "perplexity", "num_records")
 
 
 def _png(colour, size=(20, 12), mode="RGB") -> bytes:
@@ -24,30 +27,32 @@ def _png(colour, size=(20, 12), mode="RGB") -> bytes:
     return buffer.getvalue()
 
 
-def _evaluation(story="a red circle.") -> StoryEvaluation:
+def _evaluation(story="a red circle.") -> Evaluation:
     rows = []
     for k, name in enumerate(("model", "shuffled_images", "zeroed_prefix")):
         row = {column: 0.0 for column in METRIC_COLUMNS}
         row.update(pair_f1=[0.8125, 0.1875, 0.0625][k], perplexity=[3.25, 7.5, 11.75][k], num_records=8.0)
-        rows.append({"condition": name, **row})
+        rows.append({"condition": name, "kind": "model" if k == 0 else "control", **row})
     rows[2]["colour_f1"] = math.nan
     samples = [
         {
             "record_id": f"rec{i:02d}",
-            "image": _png((200, 30 * i, 40)),
+            "images": [_png((200, 30 * i, 40))],
             "reference": "There was a red circle & a <b>blue</b> star.",
-            "stories": {"model": story if i == 0 else f"model story {i}",
+            "reference_note": "blue star, red circle",
+            "outputs": {"model": story if i == 0 else f"model story {i}",
                         "shuffled_images": f"shuffled story {i}", "zeroed_prefix": f"zeroed story {i}"},
-            "true_pairs": [("red", "circle"), ("blue", "star")],
-            "predicted_pairs": {"model": [("red", "circle")], "shuffled_images": [("green", "ring")],
-                                "zeroed_prefix": []},
-            "shuffled_image_record_id": "other",
+            "notes": {"model": "red circle", "shuffled_images": "green ring", "zeroed_prefix": ""},
+            "inputs_from": {"shuffled_images": "other"},
         }
         for i in range(4)
     ]
-    summary = {"val/pair_f1": 0.8125, "control_shuffled/pair_f1": 0.1875, "grounding_gap": 0.625,
-               "val/num_records": 8.0}
-    return StoryEvaluation(metrics=pd.DataFrame(rows), samples=samples, summary=summary)
+    summary = {"test/pair_f1": 0.8125, "test/shuffled_images/pair_f1": 0.1875,
+               "test/pair_f1_margin/shuffled_images": 0.625, "test/num_records": 8.0}
+    conditions = [{"name": "model", "kind": "model", "description": "the model"},
+                  {"name": "shuffled_images", "kind": "control", "description": "another record's image"},
+                  {"name": "zeroed_prefix", "kind": "control", "description": "a zero prefix"}]
+    return Evaluation(metrics=pd.DataFrame(rows), samples=samples, summary=summary, conditions=conditions)
 
 
 HISTORY = [
@@ -64,12 +69,13 @@ def _data_uris(html: str) -> list[str]:
 
 def test_report_contains_metrics_controls_params_and_figures():
     params = {"model": {"n_layer": 2, "channels": [32, 64]}, "train": {"lr": 0.0003}, "seed": 7}
-    html = render_story_report(_evaluation(), HISTORY, params, title="Run 42")
+    html = render_report(_evaluation(), HISTORY, params, title="Run 42", description="What <it> does.")
     assert html.startswith("<!DOCTYPE html>")
     assert "<title>Run 42</title>" in html
     # metrics table: conditions as columns, values as formatted
     for text in ("model", "shuffled_images", "zeroed_prefix", "pair_f1", "0.8125", "0.1875", "0.0625",
-                 "3.25", "7.5", "11.75", "n/a", "grounding_gap", "0.625"):
+                 "3.25", "7.5", "11.75", "n/a", "test/pair_f1_margin/shuffled_images", "0.625",
+                 "another record&#39;s image", "What &lt;it&gt; does.", "8 test records evaluated"):
         assert text in html, text
     header = re.search(r"<thead><tr><th>metric</th>(.*?)</tr></thead>", html).group(1)
     assert re.findall(r"<th>(.*?)</th>", header) == ["model", "shuffled_images", "zeroed_prefix"]
@@ -83,11 +89,12 @@ def test_report_contains_metrics_controls_params_and_figures():
         assert Image.open(io.BytesIO(base64.b64decode(uri))).format == "PNG"
     assert "shuffled story 0" in html and "zeroed story 0" in html
     assert "red circle" in html and "green ring" in html
+    assert "true: blue star, red circle" in html and "input of other" in html
 
 
 def test_report_escapes_generated_and_reference_text():
     evil = '<script>alert("x")</script> a red circle.'
-    html = render_story_report(_evaluation(story=evil), [], {"note": "<img src=x onerror=y>"}, title="<i>t</i>")
+    html = render_report(_evaluation(story=evil), [], {"note": "<img src=x onerror=y>"}, title="<i>t</i>")
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     assert "&lt;b&gt;blue&lt;/b&gt;" in html and "&amp;" in html
@@ -97,7 +104,7 @@ def test_report_escapes_generated_and_reference_text():
 
 
 def test_report_limits_samples_and_controls():
-    html = render_story_report(_evaluation(), HISTORY, {}, max_samples=3, samples_with_controls=1)
+    html = render_report(_evaluation(), HISTORY, {}, "t", max_samples=3, samples_with_controls=1)
     assert "model story 2" in html and "model story 3" not in html
     assert "shuffled story 0" in html and "shuffled story 1" not in html
     assert "No parameters recorded." in html

@@ -1,5 +1,5 @@
 """Custom Kedro datasets of the project."""
 from multimodal_lab.datasets.cache import JSONCacheDataset
-from multimodal_lab.datasets.pretrained import PretrainedDirDataset
+from multimodal_lab.datasets.pretrained import ModelDirDataset, PretrainedDirDataset
 
-__all__ = ["JSONCacheDataset", "PretrainedDirDataset"]
+__all__ = ["JSONCacheDataset", "ModelDirDataset", "PretrainedDirDataset"]

@@ -104,3 +104,36 @@ class PretrainedDirDataset(AbstractVersionedDataset[Any, Any]):
             "model_class": self._model_class,
             "version": self._version,
         }
+
+
+class ModelDirDataset(PretrainedDirDataset):
+    """A versioned model directory of any model family.
+
+    Loading reads the family from the directory's ``config.json`` (see
+    ``multimodal_lab.families.load_model``), so one catalog factory serves every family::
+
+        "{family}.model":
+          type: multimodal_lab.datasets.ModelDirDataset
+          filepath: data/06_models/{family}/model
+          versioned: true
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath=filepath, model_class="multimodal_lab.families.load_model",
+                         load_args=load_args, save_args=save_args, version=version, metadata=metadata)
+
+    def load(self) -> Any:
+        from multimodal_lab.families import load_model
+
+        path = Path(self._get_load_path())
+        if not path.is_dir():
+            raise DatasetError(f"no saved model at {path}; run the pipeline that trains it")
+        return load_model(path, **self._load_args)

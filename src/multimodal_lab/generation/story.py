@@ -66,26 +66,33 @@ def _generate_kwargs(settings: GenerationSettings) -> dict:
 
 
 @torch.no_grad()
-def generate_token_ids(model: nn.Module, images: torch.Tensor, settings: GenerationSettings,
+def generate_token_ids(model: nn.Module, images: torch.Tensor | None, settings: GenerationSettings,
                        prefix_override: torch.Tensor | None = None) -> torch.Tensor:
-    """Generate story token ids (the new tokens only) for a batch of images.
+    """Generate story token ids (the new tokens only) for a batch of images or prefixes.
 
     Args:
         model: a ``StoryGPT2`` (anything with ``encode_prefix``, ``embed_tokens``,
-            ``lm`` and ``tokenizer``).
-        images: (B, 3, S, S) float in [0, 1].
+            ``lm``, ``tokenizer`` and ``config.n_positions``).
+        images: (B, 3, S, S) float in [0, 1]; may be None when ``prefix_override`` is given.
         settings: decoding settings.
-        prefix_override: (B, k, D) prefix used instead of the image's (e.g. zeros as
-            a control); ``images`` then only sets the batch size.
+        prefix_override: (B, k, D) prefix used instead of the images' own (a control's
+            conditioning, or one computed earlier).
 
     Returns:
         (B, L) token ids, padded with the pad token after eos.
+
+    Raises:
+        ValueError: when prefix + bos + ``max_new_tokens`` does not fit the model's
+            context (``n_positions``).
     """
+    if images is None and prefix_override is None:
+        raise ValueError("generate_token_ids needs images or a prefix_override")
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         prefix = model.encode_prefix(images.to(device)) if prefix_override is None else prefix_override.to(device)
+        check_fits(model, prefix.shape[1], settings.max_new_tokens)
         batch = prefix.shape[0]
         tokenizer = model.tokenizer
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -100,6 +107,35 @@ def generate_token_ids(model: nn.Module, images: torch.Tensor, settings: Generat
         return output
     finally:
         model.train(was_training)
+
+
+def check_fits(model: nn.Module, prefix_tokens: int, max_new_tokens: int) -> None:
+    """Fail clearly when prefix + bos + ``max_new_tokens`` exceed the language model's context."""
+    limit = int(model.lm.config.n_positions)
+    needed = prefix_tokens + 1 + max_new_tokens
+    if needed > limit:
+        raise ValueError(
+            f"{prefix_tokens} prefix tokens + bos + max_new_tokens {max_new_tokens} = {needed} positions, but "
+            f"the model holds {limit} (n_positions); lower max_new_tokens to at most {limit - prefix_tokens - 1}"
+        )
+
+
+def decode_stories(model: nn.Module, token_ids: torch.Tensor) -> list[str]:
+    """Generated ids (B, L) -> clean texts (special tokens stripped, whitespace tidied)."""
+    return [clean_text(text) for text in model.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+
+def generate_from_prefix(model: nn.Module, prefix: torch.Tensor, settings: GenerationSettings | None = None,
+                         batch_size: int = 256) -> list[str]:
+    """One story per prefix row (B, k, D): an image's own prefix or a control's."""
+    settings = settings or GenerationSettings()
+    if prefix.ndim != 3:
+        raise ValueError(f"prefix must be (B, k, D), got shape {tuple(prefix.shape)}")
+    stories: list[str] = []
+    for start in range(0, prefix.shape[0], batch_size):
+        stories.extend(decode_stories(model, generate_token_ids(model, None, settings,
+                                                                prefix[start:start + batch_size])))
+    return stories
 
 
 def generate_stories(model: nn.Module, images: torch.Tensor, settings: GenerationSettings | None = None,
@@ -125,7 +161,5 @@ def generate_stories(model: nn.Module, images: torch.Tensor, settings: Generatio
     for start in range(0, images.shape[0], batch_size):
         chunk = slice(start, start + batch_size)
         override = prefix_override[chunk] if prefix_override is not None else None
-        ids = generate_token_ids(model, images[chunk], settings, override)
-        texts = model.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        stories.extend(clean_text(text) for text in texts)
+        stories.extend(decode_stories(model, generate_token_ids(model, images[chunk], settings, override)))
     return stories

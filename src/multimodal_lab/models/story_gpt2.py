@@ -33,28 +33,29 @@ from transformers import (
 )
 
 from multimodal_lab.config import from_params
-from multimodal_lab.models.vision import VisionEncoder, build_encoder
+from multimodal_lab.models.vision import VisionEncoder, build_encoder, encoder_spec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FAMILY = "story_gpt2"
+
+# Format 1 kept the CNN's options as flat ``encoder_*`` fields; format 2 nests them in
+# the ``encoder`` block. Old model directories still load.
+_V1_ENCODER_FIELDS = {
+    "encoder_channels": "channels", "encoder_blocks": "blocks_per_stage", "encoder_grid": "grid",
+    "encoder_residual": "residual", "encoder_downsample": "downsample", "encoder_stem_stride": "stem_stride",
+    "encoder_position_embedding": "position_embedding", "encoder_global_token": "global_token",
+}
 
 
 @dataclass
 class StoryGPT2Config:
     """Every size of the story model; the defaults are the measured CPU setting."""
 
-    encoder: str = "cnn"  # vision encoder registry name (models.vision)
-    encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # CNN channels per stage
-    encoder_blocks: int | list[int] = 1  # CNN blocks after each stage's entry conv (one int or one per stage)
-    encoder_grid: int = 8  # CNN output grid side; N = grid^2 tokens (1 = global pooling)
-    encoder_residual: bool = True  # residual (True) or plain (False) CNN blocks
-    encoder_downsample: str = "stride"  # CNN down-sampling: "stride" conv or "maxpool"
-    encoder_stem_stride: int = 1  # stride of the CNN stem conv (1 keeps small objects sharp)
-    encoder_position_embedding: bool = True  # learned row + column embeddings on grid tokens
-    encoder_global_token: bool = False  # an extra whole-image token before the grid tokens (N = grid^2 + 1)
-    encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for non-CNN encoders
+    # the vision encoder: {"name": <registry name>, <that encoder's options>} (models.vision)
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "cnn"})
     image_size: int = 64  # square input side S in pixels
     prefix_tokens: int = 64  # k prefix embeddings handed to the language model
     mapper: str = "mlp"  # "mlp" (per token, or 1 token -> k) or "attention" (k learned queries)
@@ -101,7 +102,7 @@ class StoryGPT2Config:
             raise ValueError(f"lm_init_std must be positive, got {self.lm_init_std}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        self.encoder_channels = [int(c) for c in self.encoder_channels]
+        self.encoder = encoder_spec(self.encoder, where="encoder")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> StoryGPT2Config:
@@ -131,7 +132,7 @@ class PrefixMapper(nn.Module):
                 raise ValueError(
                     f"the 'mlp' mapper needs the encoder's token count ({num_inputs}) to equal "
                     f"prefix_tokens ({prefix_tokens}) or to be 1; set prefix_tokens={num_inputs}, "
-                    "use encoder_grid=1, or use mapper='attention'"
+                    "use encoder.grid=1, or use mapper='attention'"
                 )
             # One token -> k tokens expands in the last layer (ClipCap's MLP mapper);
             # N == k maps each grid token on its own, keeping where it came from.
@@ -155,23 +156,6 @@ class PrefixMapper(nn.Module):
         attended, _ = self.attention(queries, features, features, need_weights=False)
         hidden = queries + attended
         return hidden + self.net(self.norm(hidden))  # (B, k, D)
-
-
-def _encoder_kwargs(config: StoryGPT2Config) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"out_dim": config.n_embd}
-    if config.encoder == "cnn":
-        kwargs.update(
-            channels=config.encoder_channels,
-            blocks_per_stage=config.encoder_blocks,
-            grid=config.encoder_grid,
-            residual=config.encoder_residual,
-            downsample=config.encoder_downsample,
-            stem_stride=config.encoder_stem_stride,
-            position_embedding=config.encoder_position_embedding,
-            global_token=config.encoder_global_token,
-        )
-    kwargs.update(config.encoder_kwargs)
-    return kwargs
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -220,7 +204,7 @@ class StoryGPT2(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = _prepare_tokenizer(tokenizer)
-        self.encoder: VisionEncoder = build_encoder(config.encoder, **_encoder_kwargs(config))
+        self.encoder: VisionEncoder = build_encoder(config.encoder, out_dim=config.n_embd)
         num_inputs = self.encoder.num_tokens(config.image_size)
         self.mapper = PrefixMapper(config.mapper, num_inputs, self.encoder.out_dim, config.prefix_tokens,
                                    config.n_embd, config.mapper_hidden, config.mapper_heads)
@@ -260,6 +244,15 @@ class StoryGPT2(nn.Module):
         """Token ids (B, T) -> the language model's input embeddings (B, T, D)."""
         return self.lm.get_input_embeddings()(input_ids)
 
+    def text_logits(self, prefix: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        """Text logits (B, T, V) after a given prefix (B, k, D): the image's own or a control's."""
+        text = self.embed_tokens(input_ids)  # (B, T, D)
+        embeds = torch.cat([prefix.to(text.dtype), text], dim=1)  # (B, k + T, D)
+        mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)
+        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return self.lm.get_output_embeddings()(hidden[:, prefix.shape[1]:])  # (B, T, V)
+
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor | None = None) -> StoryGPT2Output:
         """Score stories given images.
@@ -273,12 +266,7 @@ class StoryGPT2(nn.Module):
         Returns:
             loss (when labels are given) and text logits (B, T, V).
         """
-        prefix = self.encode_prefix(images)  # (B, k, D)
-        text = self.embed_tokens(input_ids)  # (B, T, D)
-        embeds = torch.cat([prefix.to(text.dtype), text], dim=1)  # (B, k + T, D)
-        mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)
-        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        logits = self.lm.get_output_embeddings()(hidden[:, prefix.shape[1]:])  # (B, T, V)
+        logits = self.text_logits(self.encode_prefix(images), input_ids, attention_mask)  # (B, T, V)
         loss = None
         if labels is not None:
             # Position t predicts token t + 1, so the prefix never carries a target.
@@ -298,6 +286,7 @@ class StoryGPT2(nn.Module):
         try:
             payload = {
                 "format_version": FORMAT_VERSION,
+                "family": FAMILY,
                 "story_gpt2": dataclasses.asdict(self.config),
                 "lm_config": self.lm.config.to_dict(),
             }
@@ -322,12 +311,33 @@ class StoryGPT2(nn.Module):
         if not (source / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{source} has no {CONFIG_FILE}; is it a StoryGPT2.save_pretrained directory?")
         payload = json.loads((source / CONFIG_FILE).read_text())
-        config = StoryGPT2Config.from_dict(payload["story_gpt2"])
+        config = StoryGPT2Config.from_dict(_upgrade(payload)["story_gpt2"])
         tokenizer = AutoTokenizer.from_pretrained(str(source / TOKENIZER_DIR))
         lm = GPT2LMHeadModel(GPT2Config.from_dict(payload["lm_config"]))
         model = cls(config, tokenizer, lm=lm)
         load_model(model, str(source / WEIGHTS_FILE), device=str(map_location))
         return model.to(map_location)
+
+
+def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring a saved config.json payload to the current format."""
+    version = int(payload.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"this model directory has format {version}, newer than this code reads ({FORMAT_VERSION}); "
+            "upgrade multimodal_lab"
+        )
+    if version == 1:
+        old = dict(payload["story_gpt2"])
+        name = old.pop("encoder", "cnn")
+        encoder = {"name": name, **old.pop("encoder_kwargs", {})}
+        for flat, nested in _V1_ENCODER_FIELDS.items():
+            if flat in old:
+                value = old.pop(flat)
+                if name == "cnn":
+                    encoder[nested] = value
+        payload = {**payload, "format_version": 2, "family": FAMILY, "story_gpt2": {**old, "encoder": encoder}}
+    return payload
 
 
 def build_story_gpt2(config: StoryGPT2Config, tokenizer: PreTrainedTokenizerBase | None = None) -> StoryGPT2:

@@ -5,38 +5,47 @@ through ``forward_features``, exposes its token width ``out_dim`` and says how m
 tokens it makes for an image size (``num_tokens``). Pipelines only talk to that
 interface, so a CNN and a ViT are swapped by changing one name in the parameters:
 
-    encoder = build_encoder("cnn", out_dim=128, channels=[32, 64, 128], grid=8)
+    encoder = build_encoder({"name": "cnn", "channels": [32, 64, 128], "grid": 8}, out_dim=128)
     tokens = encoder.forward_features(images)  # (B, 64, 128)
 
-New encoders register themselves with ``@register_encoder("name")``.
+Models describe their encoder with one nested block, ``{"name": ..., <that encoder's
+options>}``, checked against the encoder's own config dataclass, so a mistyped option
+fails naming it. New encoders register themselves with
+``@register_encoder("name", config=TheirConfig)``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-_ENCODERS: dict[str, type[VisionEncoder]] = {}
+from multimodal_lab.config import from_params, to_params
+
+_ENCODERS: dict[str, tuple[type[VisionEncoder], type | None]] = {}
 
 E = TypeVar("E", bound="type[VisionEncoder]")
 
 
-def register_encoder(name: str) -> Callable[[E], E]:
+def register_encoder(name: str, config: type | None = None) -> Callable[[E], E]:
     """Class decorator that makes an encoder available to :func:`build_encoder`.
 
     Args:
         name: the registry key used in configs (e.g. ``"cnn"``, ``"vit"``).
+        config: a dataclass whose fields are the encoder's options (its constructor
+            arguments besides ``out_dim``); options are checked against it. None
+            passes options through unchecked.
     """
 
     def decorator(cls: E) -> E:
-        if name in _ENCODERS and _ENCODERS[name] is not cls:
+        if name in _ENCODERS and _ENCODERS[name][0] is not cls:
             raise ValueError(
-                f"encoder name {name!r} is already registered by {_ENCODERS[name].__name__}; "
+                f"encoder name {name!r} is already registered by {_ENCODERS[name][0].__name__}; "
                 "pick another name"
             )
-        _ENCODERS[name] = cls
+        _ENCODERS[name] = (cls, config)
         return cls
 
     return decorator
@@ -47,19 +56,46 @@ def available_encoders() -> list[str]:
     return sorted(_ENCODERS)
 
 
-def build_encoder(name: str, **kwargs) -> VisionEncoder:
-    """Instantiate a registered encoder by name.
+def encoder_spec(spec: str | Mapping[str, Any], *, where: str = "encoder", **options: Any) -> dict[str, Any]:
+    """Check an encoder block and return it complete: ``{"name": ..., every option}``.
 
     Args:
-        name: registry key.
-        **kwargs: constructor arguments of that encoder (``out_dim`` is common to all).
+        spec: the block, e.g. ``{"name": "cnn", "channels": [32, 64], "grid": 4}``, or a name.
+        where: dotted name for error messages (e.g. ``"params:story_gpt2.model.encoder"``).
+        **options: options that override the block's.
 
     Raises:
-        ValueError: for an unknown name, listing the known ones.
+        ValueError: for a missing or unknown name (listing the known ones) or an unknown
+            option (naming it and the closest known one).
+        TypeError: for an option of the wrong type.
     """
+    values = {"name": spec} if isinstance(spec, str) else dict(spec)
+    values.update(options)
+    name = values.pop("name", None)
+    if name is None:
+        raise ValueError(f"{where} needs a 'name'; available encoders: {available_encoders()}")
     if name not in _ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; available encoders: {available_encoders()}")
-    return _ENCODERS[name](**kwargs)
+        raise ValueError(f"unknown encoder {name!r} in {where}; available encoders: {available_encoders()}")
+    config = _ENCODERS[name][1]
+    if config is None:
+        return {"name": name, **values}
+    return {"name": name, **to_params(from_params(config, values, where=where))}
+
+
+def build_encoder(spec: str | Mapping[str, Any], *, out_dim: int, **options: Any) -> VisionEncoder:
+    """Instantiate a registered encoder from its block (or name plus options).
+
+    Args:
+        spec: ``{"name": ..., options}`` or a registry name.
+        out_dim: width D of the output tokens (normally the language model's width).
+        **options: options that override the block's.
+
+    Raises:
+        ValueError: for an unknown name or option (see :func:`encoder_spec`).
+    """
+    values = encoder_spec(spec, **options)
+    cls = _ENCODERS[values.pop("name")][0]
+    return cls(out_dim=out_dim, **values)
 
 
 class VisionEncoder(nn.Module):
@@ -121,7 +157,22 @@ class PlainBlock(nn.Sequential):
         super().__init__(*_conv_bn_relu(channels, channels, stride=1))
 
 
-@register_encoder("cnn")
+@dataclass
+class CNNConfig:
+    """Options of the ``cnn`` encoder (see :class:`CNNEncoder`)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per stage
+    blocks_per_stage: int | list[int] = 1  # blocks after each stage's entry conv (one int or one per stage)
+    grid: int = 8  # output grid side; N = grid^2 tokens (1 = global pooling)
+    residual: bool = True  # residual (True) or plain (False) blocks
+    downsample: str = "stride"  # down-sampling between stages: "stride" conv or "maxpool"
+    stem_stride: int = 1  # stride of the stem conv (1 keeps small objects sharp)
+    position_embedding: bool = True  # learned row + column embeddings on the grid tokens
+    global_token: bool = False  # an extra whole-image token before the grid tokens (N = grid^2 + 1)
+    channels_last: bool = True  # NHWC convolutions (faster on oneDNN and cuDNN)
+
+
+@register_encoder("cnn", config=CNNConfig)
 class CNNEncoder(VisionEncoder):
     """Convolutional encoder whose output grid cells become tokens.
 

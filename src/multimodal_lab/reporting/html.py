@@ -1,11 +1,11 @@
 """Self-contained HTML reports (one file, images inlined) rendered with Jinja2.
 
-The generic parts live at the top and are meant for every model family's report: a base
-page with its stylesheet, macros for a metrics table (conditions side by side), a
-parameters table, a figure and an image, plus helpers that turn a metrics frame or a
-nested params dict into table rows. :func:`render_story_report` at the bottom is the
-story_gpt2 page built from them; another family adds its own template that
-``{% extends "base.html" %}`` and imports ``macros.html`` (see ``render_page``).
+One report template serves every model family (:func:`render_report`): what the model
+is, the conditions it was scored under (the model, its controls, its baselines) with
+their metrics side by side, the training curves, cards of samples (input images, the
+reference text, each condition's output and notes) and the run's parameters. A base
+page, macros and helpers (metrics frame -> table, nested params -> rows) are shared by
+the other pages (``render_page``).
 
 Autoescaping is on for every template: generated text is model output and reference
 stories come from scraped sources, so either may contain markup.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -23,7 +23,7 @@ import pandas as pd
 from multimodal_lab.reporting.figures import image_data_uri, loss_curve_png, png_data_uri
 
 if TYPE_CHECKING:  # import only for annotations: evaluation must not depend on reporting
-    from multimodal_lab.evaluation.story_eval import StoryEvaluation
+    from multimodal_lab.evaluation.harness import Evaluation
 
 _BASE = """<!DOCTYPE html>
 <html lang="en">
@@ -91,33 +91,35 @@ _MACROS = """
 {%- endmacro %}
 """
 
-_STORY_REPORT = """{% extends "base.html" %}
+_REPORT = """{% extends "base.html" %}
 {% import "macros.html" as m %}
 {% block content %}
+{% if description %}<p>{{ description }}</p>{% endif %}
 <h2>Metrics</h2>
-<p class="note">The controls run the same model on the same records: <b>shuffled_images</b>
-gives every record another record's image (a seeded derangement), <b>zeroed_prefix</b>
-replaces the image prefix by zeros. A model that uses the image scores clearly higher
-on grounding than both controls; perplexity is computed over the reference story tokens.</p>
+<p class="note">Every condition runs on the same {{ split }} records with the same decoding. A
+model that uses its input scores clearly above its controls, and above the baselines.</p>
+<table class="conditions"><thead><tr><th>condition</th><th>kind</th><th>what it is</th></tr></thead><tbody>
+{% for c in conditions %}<tr><td>{{ c.name }}</td><td>{{ c.kind }}</td><td>{{ c.description }}</td></tr>
+{% endfor %}</tbody></table>
 {{ m.metrics_table(metrics) }}
 {% if headline %}<h3>Headline numbers</h3>{{ m.key_values(headline) }}{% endif %}
 
-<h2>Loss curves</h2>
+<h2>Training curves</h2>
 {{ m.figure(loss_uri, "training and validation loss", "No loss history was recorded.") }}
 
-<h2>Validation samples</h2>
+<h2>Samples ({{ split }})</h2>
 {% if samples %}<div class="grid">
 {% for s in samples %}
-<div class="card{% if s.controls %} wide{% endif %}">
-<img src="{{ s.image_uri }}" alt="validation image {{ s.record_id }}">
-<div class="label">model</div><p class="story">{{ s.story }}</p>
+<div class="card{% if s.others %} wide{% endif %}">
+{% for uri in s.image_uris %}<img src="{{ uri }}" alt="input image {{ loop.index }} of {{ s.record_id }}">{% endfor %}
+<div class="label">model</div><p class="story">{{ s.output }}</p>
+{% if s.note %}<div class="pairs">{{ s.note }}</div>{% endif %}
 <div class="label">reference</div><p class="story">{{ s.reference }}</p>
-{% if s.true_pairs or s.predicted_pairs %}
-<div class="pairs">true: {{ s.true_pairs }}<br>predicted: {{ s.predicted_pairs }}</div>
-{% endif %}
-{% if s.controls %}<div class="controls">
-{% for c in s.controls %}<div><div class="label">{{ c.name }}</div><p class="story">{{ c.story }}</p>
-{% if c.predicted_pairs %}<div class="pairs">predicted: {{ c.predicted_pairs }}</div>{% endif %}</div>
+{% if s.reference_note %}<div class="pairs">true: {{ s.reference_note }}</div>{% endif %}
+{% if s.others %}<div class="controls">
+{% for c in s.others %}<div><div class="label">{{ c.name }}</div><p class="story">{{ c.output }}</p>
+{% if c.note %}<div class="pairs">{{ c.note }}</div>{% endif %}
+{% if c.source %}<div class="id">input of {{ c.source }}</div>{% endif %}</div>
 {% endfor %}</div>{% endif %}
 <div class="id">{{ s.record_id }}</div>
 </div>
@@ -144,7 +146,7 @@ _STORIES_PAGE = """{% extends "base.html" %}
 BASE_TEMPLATES: dict[str, str] = {
     "base.html": _BASE,
     "macros.html": _MACROS,
-    "story_report.html": _STORY_REPORT,
+    "report.html": _REPORT,
     "stories.html": _STORIES_PAGE,
 }
 
@@ -238,35 +240,28 @@ def flatten_params(params: Mapping[str, Any], *, sep: str = ".", prefix: str = "
     return dict(sorted(flat.items()))
 
 
-def format_pairs(pairs: Iterable[Sequence[str]] | None) -> str:
-    """Show (colour, shape) pairs as 'blue cube, red ball' (sorted; '' for none)."""
-    if not pairs:
-        return ""
-    return ", ".join(sorted(" ".join(str(part) for part in pair) for pair in pairs))
-
-
-def render_story_report(
-    evaluation: StoryEvaluation,
+def render_report(
+    evaluation: Evaluation,
     history: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
-    title: str = "story_gpt2 report",
+    title: str,
     *,
+    description: str = "",
     max_samples: int = 24,
     samples_with_controls: int = 6,
     image_side: int = 224,
 ) -> str:
-    """Render the story_gpt2 evaluation as one self-contained HTML page.
+    """Render any family's evaluation as one self-contained HTML page.
 
     Args:
-        evaluation: output of ``evaluate_story_model``: metrics per condition, samples
-            and the flat summary.
+        evaluation: the harness's output: metrics per condition, samples, summary.
         history: training history rows ``{step, train_loss, val_loss, lr}`` (any may be
             missing in a row).
         params: the parameters of the run (nested dicts are flattened for display).
         title: page title.
-        max_samples: how many validation samples to show.
-        samples_with_controls: how many of those also show the control stories beside
-            the model's.
+        description: a paragraph on what the model does and how it is judged.
+        max_samples: how many samples to show.
+        samples_with_controls: how many of those also show the other conditions' outputs.
         image_side: longest side of the embedded thumbnails, in pixels.
 
     Returns:
@@ -274,39 +269,40 @@ def render_story_report(
     """
     samples = []
     for index, sample in enumerate(list(evaluation.samples)[:max_samples]):
-        stories = sample.get("stories", {})
-        predicted = sample.get("predicted_pairs", {})
-        controls = []
+        outputs = sample.get("outputs", {})
+        notes = sample.get("notes", {})
+        sources = sample.get("inputs_from", {})
+        others = []
         if index < samples_with_controls:
-            controls = [
-                {
-                    "name": name,
-                    "story": story,
-                    "predicted_pairs": format_pairs(predicted.get(name)),
-                }
-                for name, story in stories.items()
+            others = [
+                {"name": name, "output": output, "note": notes.get(name, ""), "source": sources.get(name, "")}
+                for name, output in outputs.items()
                 if name != "model"
             ]
         samples.append(
             {
                 "record_id": sample.get("record_id", ""),
-                "image_uri": image_data_uri(sample["image"], max_side=image_side),
-                "story": stories.get("model", ""),
+                "image_uris": [image_data_uri(image, max_side=image_side) for image in sample.get("images", [])],
+                "output": outputs.get("model", ""),
+                "note": notes.get("model", ""),
                 "reference": sample.get("reference") or "",
-                "true_pairs": format_pairs(sample.get("true_pairs")),
-                "predicted_pairs": format_pairs(predicted.get("model")),
-                "controls": controls,
+                "reference_note": sample.get("reference_note", ""),
+                "others": others,
             }
         )
-    headline_keys = [key for key in evaluation.summary if "/" not in key]
+    headline_keys = [key for key in evaluation.summary if "_margin/" in key or "perplexity_ratio/" in key]
     headline = {key: format_value(evaluation.summary[key]) for key in headline_keys}
     loss_png = loss_curve_png(history, title="training and validation loss")
+    table = evaluation.metrics.drop(columns=[c for c in ("kind",) if c in evaluation.metrics.columns])
     return render_page(
-        "story_report.html",
+        "report.html",
         title=title,
         subtitle=f"{len(evaluation.samples)} samples kept; "
-        f"{int(evaluation.summary.get('val/num_records', 0))} validation records evaluated",
-        metrics=metrics_table(evaluation.metrics),
+        f"{int(evaluation.summary.get(f'{evaluation.split}/num_records', 0))} {evaluation.split} records evaluated",
+        description=description,
+        split=evaluation.split,
+        conditions=evaluation.conditions,
+        metrics=metrics_table(table),
         headline=headline,
         loss_uri=png_data_uri(loss_png) if loss_png else None,
         samples=samples,

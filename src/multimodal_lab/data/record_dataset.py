@@ -1,0 +1,224 @@
+"""One torch dataset and one collator from record frames to model batches, for every family.
+
+A family says which record columns become which tensors: the images, and any number of
+text fields, each with its tokenizer and length limit. Records that form groups (the
+5-frame sequences) are read group by group, frames in order:
+
+    texts = [TextField(column="story", tokenizer=tok, max_tokens=72)]
+    dataset = RecordDataset(records, image_size=64, texts=texts)
+    batch = RecordCollator(texts)([dataset[0], dataset[1]])
+    # batch["images"]: (B, 3, S, S); batch["input_ids"|"attention_mask"|"labels"]: (B, T)
+
+With ``group_size=G`` every item is one group: ``images`` (B, G, 3, S, S) and each text
+field (B, G, T). Each text is tokenised as ``bos text eos``; the labels repeat the ids
+with -100 on bos and padding, so a loss covers exactly the words and the end token.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from multimodal_lab.models.preprocess import arrays_to_tensor, decode_image, image_to_array
+
+#: Above this many bytes of decoded pixels the dataset decodes images lazily.
+CACHE_LIMIT_BYTES = 512 * 2**20
+
+
+def encode_texts(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> list[list[int]]:
+    """Tokenise texts as ``[bos] + tokens + [eos]``, cut to ``max_tokens`` (eos kept).
+
+    Args:
+        texts: the stories (or captions).
+        tokenizer: a fast tokenizer with bos and eos tokens (bos falls back to eos).
+        max_tokens: longest result, bos and eos included.
+    """
+    return encode_texts_counted(texts, tokenizer, max_tokens)[0]
+
+
+def encode_texts_counted(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase,
+                         max_tokens: int) -> tuple[list[list[int]], int]:
+    """:func:`encode_texts` plus the number of texts that had to be cut."""
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens must be >= 2 to hold bos and eos, got {max_tokens}")
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos token; the model needs one to learn where texts end")
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    truncated = sum(len(ids) > max_tokens - 2 for ids in encoded)
+    return [[bos, *ids[: max_tokens - 2], eos] for ids in encoded], truncated
+
+
+@dataclass(frozen=True)
+class TextField:
+    """One text column of the records and the batch tensors it becomes."""
+
+    column: str  # record column holding the text ("story", "caption", ...)
+    tokenizer: PreTrainedTokenizerBase  # turns the text into ids (needs an eos token)
+    max_tokens: int  # longest tokenised text, bos and eos included (longer texts are cut)
+    key: str = ""  # batch key prefix: "" gives input_ids / attention_mask / labels, "ctx" ctx_input_ids, ...
+
+    def name(self, tensor: str) -> str:
+        return f"{self.key}_{tensor}" if self.key else tensor
+
+
+class RecordDataset(Dataset):
+    """Images and tokenised texts of a record frame, one item per record or per group.
+
+    Args:
+        records: a record frame (see ``data.records``) with ``image`` bytes and the
+            text columns; records (or groups) missing a text are dropped with a warning.
+        image_size: side S of the square model input.
+        texts: the text fields to tokenise.
+        group_size: 1 = one item per record; G > 1 = one item per ``group_id`` holding
+            exactly frames 0..G-1 (other groups are dropped with a warning).
+        cache_images: decode every image once up front (fast epochs) or on access;
+            None decides by size (cached while under ``CACHE_LIMIT_BYTES``).
+    """
+
+    def __init__(
+        self,
+        records: pd.DataFrame,
+        *,
+        image_size: int,
+        texts: Sequence[TextField],
+        group_size: int = 1,
+        cache_images: bool | None = None,
+    ) -> None:
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        for column in ("image", *(field.column for field in texts)):
+            if column not in records.columns:
+                raise ValueError(f"records lack the column {column!r}; pass a record frame (data.records)")
+        self.image_size = int(image_size)
+        self.group_size = int(group_size)
+        self.text_fields = list(texts)
+        present = pd.Series(True, index=records.index)
+        for field in self.text_fields:
+            column = records[field.column]
+            present &= column.notna() & (column.astype(str).str.strip() != "")
+        groups = self._groups(records, present)
+        self.dropped = int(len(records) - sum(len(g) for g in groups))
+        if self.dropped:
+            names = ", ".join(repr(f.column) for f in self.text_fields)
+            warnings.warn(f"RecordDataset: dropped {self.dropped} records without {names}"
+                          + (f" or outside a whole group of {group_size}" if group_size > 1 else ""),
+                          stacklevel=2)
+        rows = [i for group in groups for i in group]  # positions into ``records``, group by group
+        self.images: list[bytes] = [records["image"].iat[i] for i in rows]
+        self.record_ids: list[str] = (
+            [str(records["record_id"].iat[i]) for i in rows] if "record_id" in records.columns else []
+        )
+        self.token_ids: dict[str, list[list[int]]] = {}
+        self.truncated: dict[str, int] = {}
+        for field in self.text_fields:
+            values = [str(records[field.column].iat[i]) for i in rows]
+            self.token_ids[field.column], self.truncated[field.column] = encode_texts_counted(
+                values, field.tokenizer, field.max_tokens)
+        self._length = len(groups)
+        if cache_images is None:
+            cache_images = len(self.images) * self.image_size**2 * 3 <= CACHE_LIMIT_BYTES
+        self.pixels: torch.Tensor | None = None
+        if cache_images and self.images:
+            self.pixels = torch.from_numpy(np.stack([self._decode(i) for i in range(len(self.images))]))
+
+    def _groups(self, records: pd.DataFrame, present: pd.Series) -> list[list[int]]:
+        """Positions of the kept records, as one list per item."""
+        keep = np.flatnonzero(present.to_numpy())
+        if self.group_size == 1:
+            return [[int(i)] for i in keep]
+        for column in ("group_id", "frame_index"):
+            if column not in records.columns:
+                raise ValueError(f"group_size {self.group_size} needs the record column {column!r}")
+        frames = records.iloc[keep].assign(_pos=keep)
+        groups = []
+        for _, group in frames.groupby("group_id", sort=False):
+            group = group.sort_values("frame_index", kind="stable")
+            if group["frame_index"].tolist() == list(range(self.group_size)):
+                groups.append(group["_pos"].astype(int).tolist())
+        return groups
+
+    def _decode(self, index: int) -> np.ndarray:
+        return image_to_array(decode_image(self.images[index]), self.image_size)  # (S, S, 3) uint8
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _frames(self, index: int) -> range:
+        return range(index * self.group_size, (index + 1) * self.group_size)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        frames = self._frames(index)
+        if self.pixels is not None:
+            pixels = self.pixels[frames.start:frames.stop]
+        else:
+            pixels = torch.from_numpy(np.stack([self._decode(i) for i in frames]))
+        item: dict[str, torch.Tensor | list[torch.Tensor]] = {
+            "pixels": pixels[0] if self.group_size == 1 else pixels  # (S, S, 3) or (G, S, S, 3)
+        }
+        for field in self.text_fields:
+            ids = [torch.tensor(self.token_ids[field.column][i], dtype=torch.long) for i in frames]
+            item[field.column] = ids[0] if self.group_size == 1 else ids
+        return item
+
+    def image_tensor(self, indices: Sequence[int] | None = None) -> torch.Tensor:
+        """Float images (B, 3, S, S) in [0, 1] of the given records (all when None; group_size 1)."""
+        indices = range(len(self.images)) if indices is None else indices
+        if self.pixels is not None:
+            return arrays_to_tensor(self.pixels[list(indices)])
+        return arrays_to_tensor(torch.from_numpy(np.stack([self._decode(i) for i in indices])))
+
+
+def pad_texts(sequences: Sequence[torch.Tensor], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token id sequences into ``input_ids``, ``attention_mask`` and ``labels`` (N, T).
+
+    Labels are the ids with -100 on padding and on the first token (bos is given, never
+    predicted). Padding is found through the mask, not the id: pad may equal eos, and eos
+    must be learned.
+    """
+    lengths = [len(ids) for ids in sequences]
+    longest = max(lengths)
+    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, (ids, length) in enumerate(zip(sequences, lengths)):
+        input_ids[row, :length] = ids
+        attention_mask[row, :length] = 1
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, 0] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@dataclass
+class RecordCollator:
+    """Pads :class:`RecordDataset` items into one batch.
+
+    ``images`` is (B, 3, S, S) — or (B, G, 3, S, S) for groups — float in [0, 1]; each
+    text field gives ``input_ids``, ``attention_mask`` and ``labels`` (B, T) — or
+    (B, G, T) — under its key prefix, padded to the longest text in the batch.
+    """
+
+    texts: Sequence[TextField]  # the dataset's text fields
+
+    def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([item["pixels"] for item in items])  # (B, [G,] S, S, 3)
+        if pixels.ndim == 5:
+            batch, group = pixels.shape[:2]
+            out = {"images": arrays_to_tensor(pixels.flatten(0, 1)).unflatten(0, (batch, group))}
+        else:
+            batch, group = pixels.shape[0], 0
+            out = {"images": arrays_to_tensor(pixels)}
+        for field in self.texts:
+            sequences = [item[field.column] for item in items]
+            if group:
+                sequences = [ids for frames in sequences for ids in frames]
+            padded = pad_texts(sequences, field.tokenizer.pad_token_id)
+            for name, tensor in padded.items():
+                out[field.name(name)] = tensor.unflatten(0, (batch, group)) if group else tensor
+        return out

@@ -1,0 +1,371 @@
+"""The evaluation harness: a model, its controls and its baselines, scored side by side.
+
+A model can reach a low loss while ignoring its input (scene texts share templates, so
+a language model alone writes fluent, plausible text). Every family is therefore scored
+under several *conditions* on the same records with the same decoding:
+
+* ``model``: each record with its own input;
+* controls, the same model with its input broken:
+  - ``deranged``: each record gets another record's conditioning (a seeded
+    derangement, so no record keeps its own);
+  - ``mean_train``: every record gets the mean conditioning of training records
+    (a null input that stays in distribution);
+  - ``zeroed``: the conditioning is all zeros (out of distribution; proves little);
+* baselines that use no model at all, e.g. ``nearest_neighbour``: the text of the
+  training record whose image is closest in pixel space.
+
+A family plugs in through a small *conditioner* (see :class:`Conditioner`): it turns
+records into a conditioning tensor (the story model's image prefix, a captioner's patch
+features), writes texts from a conditioning and scores reference texts under one.
+Controls then act on conditioning tensors, so every family gets them for free.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from multimodal_lab.evaluation.suites import MetricSuite, get_suite
+from multimodal_lab.evaluation.text import perplexity
+from multimodal_lab.generation.story import GenerationSettings
+from multimodal_lab.models.preprocess import decode_image, image_to_array
+
+logger = logging.getLogger(__name__)
+
+OPERATIONS = ("deranged", "zeroed", "mean_train")
+KINDS = ("model", "control", "baseline")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control condition: the model with its conditioning replaced."""
+
+    name: str  # condition name in tables and metric keys, e.g. "shuffled_images"
+    operation: str  # "deranged", "zeroed" or "mean_train" (see the module docstring)
+    description: str  # one sentence for the report
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"control operation {self.operation!r} is unknown; use one of {OPERATIONS}")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A condition that writes texts without the model, from the training records."""
+
+    name: str  # condition name, e.g. "nearest_neighbour"
+    description: str  # one sentence for the report
+    # (train_records, test_records, settings) -> one text per test record
+    generate: Callable[[pd.DataFrame, pd.DataFrame, EvalSettings], list[str]]
+
+
+@dataclass
+class EvalSettings:
+    """How a family is evaluated."""
+
+    batch_size: int = 32  # records per conditioning / generation / scoring batch
+    max_records: int | None = None  # evaluate a seeded random subset of this size (None = all)
+    seed: int = 0  # seeds the subset, the derangement and the records averaged for mean_train
+    num_samples: int = 24  # records kept with their outputs for the report
+    text_column: str = "story"  # the reference text: scored for perplexity, shown in the report
+    controls: list[str] = field(default_factory=list)  # control names to run (the family's defaults when empty)
+    baselines: list[str] = field(default_factory=list)  # baseline names to run
+    null_records: int = 512  # training records whose mean conditioning is the mean_train input
+    baseline_records: int = 5000  # training records a baseline may draw from (seeded subset)
+    show_progress: bool = True  # tqdm progress bar over records
+    device: str | None = None  # "cpu", "cuda", "auto" (cuda when available); None = where the model is
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # decoding
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generation, Mapping):
+            self.generation = GenerationSettings(**self.generation)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_records is not None and self.max_records < 1:
+            raise ValueError(f"max_records must be >= 1 or None (all records), got {self.max_records}")
+        for key in ("num_samples", "null_records", "baseline_records"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        self.controls = list(self.controls)
+        self.baselines = list(self.baselines)
+
+    def resolve_device(self, home: torch.device) -> torch.device:
+        if self.device is None:
+            return home
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+class Conditioner(Protocol):
+    """What a family gives the harness (built around a trained model)."""
+
+    def condition(self, records: pd.DataFrame) -> torch.Tensor:
+        """Conditioning of each record, (B, ...) on the model's device."""
+
+    def generate(self, conditioning: torch.Tensor) -> list[str]:
+        """One text per conditioning row."""
+
+    def score(self, conditioning: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL and token count of each record's reference text under its conditioning, (B,) each.
+
+        Records without a reference text score 0 tokens.
+        """
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured."""
+
+    metrics: pd.DataFrame  # one row per condition: "condition", "kind", then metric columns
+    samples: list[dict[str, Any]]  # kept records: images, reference, outputs and notes per condition
+    summary: dict[str, float]  # flat metrics for MLflow ("test/pair_f1", "test/shuffled_images/pair_f1", ...)
+    conditions: list[dict[str, str]]  # name, kind and description of each condition, in table order
+    split: str = "test"  # the split the records came from (prefix of the summary keys)
+
+
+def seeded_derangement(n: int, seed: int) -> np.ndarray:
+    """A random permutation of range(n) with no fixed point (perm[i] != i for all i).
+
+    A uniform permutation is drawn, then every fixed point i is swapped with a random
+    other position j: afterwards perm[i] is the old perm[j] (not i, since i already sat
+    at i) and perm[j] is i (not j), so each swap removes a fixed point without creating
+    one and a single pass suffices.
+
+    Args:
+        n: number of items, at least 2 (one item cannot be moved).
+        seed: seed of the draw; the same (n, seed) gives the same permutation.
+
+    Returns:
+        int64 array of shape (n,).
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got n={n}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    for i in range(n):
+        if perm[i] == i:
+            j = int(rng.integers(n - 1))
+            j = j + 1 if j >= i else j  # uniform over positions other than i
+            perm[i], perm[j] = perm[j], perm[i]
+    return perm.astype(np.int64)
+
+
+def select_records(records: pd.DataFrame, max_records: int | None, seed: int) -> pd.DataFrame:
+    """A seeded random subset of ``max_records`` rows in their original order (all when None)."""
+    if max_records is None or len(records) <= max_records:
+        return records
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(records), size=max_records, replace=False))
+    return records.iloc[keep]
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _conditioning(conditioner: Conditioner, records: pd.DataFrame, batch_size: int) -> torch.Tensor:
+    parts = [conditioner.condition(records.iloc[rows.start:rows.stop]) for rows in _batches(len(records), batch_size)]
+    return torch.cat(parts)
+
+
+def evaluate(
+    conditioner: Conditioner,
+    records: pd.DataFrame,
+    settings: EvalSettings,
+    *,
+    controls: Sequence[Control] = (),
+    baselines: Sequence[Baseline] = (),
+    suites: Sequence[str | MetricSuite] = ("diversity",),
+    train_records: pd.DataFrame | None = None,
+    split: str = "test",
+    headline: str | None = None,
+) -> Evaluation:
+    """Score the model and its controls and baselines on ``records``.
+
+    Args:
+        conditioner: the family's adapter around a model in eval mode on its device.
+        records: the evaluated record frame (``record_id``, ``image``, the text column,
+            ``metadata``); not modified.
+        settings: evaluation settings.
+        controls: control conditions to run.
+        baselines: baselines to run (they need ``train_records``).
+        suites: metric suites (names or objects) applied to every condition's texts.
+        train_records: training records, for ``mean_train`` controls and baselines.
+        split: name of the split the records come from (prefixes the summary keys).
+        headline: the metric whose margin over every other condition goes into the
+            summary (``<split>/<headline>_margin/<condition>``).
+
+    Returns:
+        An :class:`Evaluation`.
+    """
+    for column in ("record_id", "image", "metadata", settings.text_column):
+        if column not in records.columns:
+            raise ValueError(f"the evaluated records lack the column {column!r}; pass a record frame (data.records)")
+    chosen = select_records(records, settings.max_records, settings.seed).reset_index(drop=True)
+    n = len(chosen)
+    if n == 0:
+        raise ValueError("evaluate got no records; check the split and max_records")
+    suites = [get_suite(s) if isinstance(s, str) else s for s in suites]
+    controls = list(controls)
+    if any(c.operation == "deranged" for c in controls) and n < 2:
+        logger.warning("one record cannot be deranged; the deranged controls are skipped")
+        controls = [c for c in controls if c.operation != "deranged"]
+    needs_train = [c.name for c in controls if c.operation == "mean_train"] + [b.name for b in baselines]
+    if needs_train and (train_records is None or train_records.empty):
+        raise ValueError(f"conditions {needs_train} need the training records; pass train_records")
+    perm = seeded_derangement(n, settings.seed) if n >= 2 else np.arange(n)
+    batches = _batches(n, settings.batch_size)
+
+    progress = tqdm(total=n * (1 + len(controls)), desc="evaluating", unit="record",
+                    disable=not settings.show_progress)
+    own = _conditioning(conditioner, chosen, settings.batch_size)  # (n, ...)
+    inputs: dict[str, torch.Tensor] = {"model": own}
+    sources: dict[str, list[str]] = {}
+    ids = chosen["record_id"].astype(str).tolist()
+    for control in controls:
+        if control.operation == "deranged":
+            inputs[control.name] = own[torch.as_tensor(perm, device=own.device)]
+            sources[control.name] = [ids[int(j)] for j in perm]
+        elif control.operation == "zeroed":
+            inputs[control.name] = torch.zeros_like(own)
+        else:
+            subset = select_records(train_records, settings.null_records, settings.seed)
+            mean = _conditioning(conditioner, subset, settings.batch_size).mean(dim=0, keepdim=True)
+            inputs[control.name] = mean.expand_as(own).contiguous()
+
+    texts: dict[str, list[str]] = {name: [] for name in inputs}
+    nll: dict[str, float] = dict.fromkeys(inputs, 0.0)
+    tokens: dict[str, int] = dict.fromkeys(inputs, 0)
+    try:
+        for rows in batches:
+            part = chosen.iloc[rows.start:rows.stop]
+            for name, conditioning in inputs.items():
+                texts[name].extend(conditioner.generate(conditioning[rows.start:rows.stop]))
+                batch_nll, count = conditioner.score(conditioning[rows.start:rows.stop], part)
+                nll[name] += float(batch_nll.sum())
+                tokens[name] += int(count.sum())
+                progress.update(len(rows))
+    finally:
+        progress.close()
+    for baseline in baselines:
+        pool = select_records(train_records, settings.baseline_records, settings.seed)
+        texts[baseline.name] = list(baseline.generate(pool, chosen, settings))
+
+    conditions = [{"name": "model", "kind": "model", "description": "the model, each record with its own input"}]
+    conditions += [{"name": c.name, "kind": "control", "description": c.description} for c in controls]
+    conditions += [{"name": b.name, "kind": "baseline", "description": b.description} for b in baselines]
+    rows_out, notes = [], {}
+    for condition in conditions:
+        name = condition["name"]
+        row: dict[str, Any] = {"condition": name, "kind": condition["kind"]}
+        for suite in suites:
+            result = suite.score(texts[name], chosen)
+            row.update(result.metrics)
+            if result.notes is not None:
+                notes.setdefault(name, []).append(result.notes)
+        row["perplexity"] = perplexity(nll[name], tokens[name]) if name in inputs else math.nan
+        row["num_records"] = float(n)
+        rows_out.append(row)
+    columns = ["condition", "kind", *[c for s in suites for c in s.columns], "perplexity", "num_records"]
+    metrics = pd.DataFrame(rows_out, columns=columns)
+    reference_notes = [suite.reference_notes(chosen) for suite in suites]
+    samples = _samples(chosen, settings, texts, notes, reference_notes, sources)
+    return Evaluation(metrics=metrics, samples=samples, summary=summarize(metrics, split, headline),
+                      conditions=conditions, split=split)
+
+
+def summarize(metrics: pd.DataFrame, split: str, headline: str | None = None) -> dict[str, float]:
+    """Flat metric keys: ``<split>/<metric>`` for the model, ``<split>/<condition>/<metric>`` otherwise.
+
+    With a ``headline`` metric, its margin over each other condition is added as
+    ``<split>/<headline>_margin/<condition>`` (model minus condition), and the model's
+    perplexity ratio to each control as ``<split>/perplexity_ratio/<condition>``
+    (> 1 when the true input makes the reference text more likely).
+    """
+    table = metrics.set_index("condition")
+    values = [c for c in table.columns if c != "kind"]
+    summary: dict[str, float] = {}
+    for name in table.index:
+        prefix = split if name == "model" else f"{split}/{name}"
+        for column in values:
+            summary[f"{prefix}/{column}"] = float(table.at[name, column])
+    for name in table.index:
+        if name == "model":
+            continue
+        if headline is not None:
+            summary[f"{split}/{headline}_margin/{name}"] = float(table.at["model", headline] - table.at[name, headline])
+        ppl = float(table.at["model", "perplexity"])
+        other = float(table.at[name, "perplexity"])
+        if not (math.isnan(ppl) or math.isnan(other)) and ppl > 0:
+            summary[f"{split}/perplexity_ratio/{name}"] = other / ppl
+    return summary
+
+
+def _samples(records: pd.DataFrame, settings: EvalSettings, texts: dict[str, list[str]],
+             notes: dict[str, list[list[str]]], reference_notes: list[list[str] | None],
+             sources: dict[str, list[str]]) -> list[dict[str, Any]]:
+    samples = []
+    for i in range(min(settings.num_samples, len(records))):
+        reference = records.at[i, settings.text_column]
+        truth = "; ".join(n[i] for n in reference_notes if n is not None and n[i])
+        samples.append(
+            {
+                "record_id": str(records.at[i, "record_id"]),
+                "images": [bytes(records.at[i, "image"])],
+                "reference": reference if isinstance(reference, str) else None,
+                "reference_note": truth,
+                "outputs": {name: values[i] for name, values in texts.items()},
+                "notes": {name: "; ".join(n[i] for n in lists if n[i]) for name, lists in notes.items()},
+                "inputs_from": {name: values[i] for name, values in sources.items()},
+            }
+        )
+    return samples
+
+
+def pixel_thumbnails(images: Sequence[bytes], side: int = 16) -> np.ndarray:
+    """Images as flat float vectors of ``side`` x ``side`` RGB thumbnails, (N, side*side*3)."""
+    return np.stack([image_to_array(decode_image(b), side).reshape(-1) for b in images]).astype(np.float32)
+
+
+def nearest_neighbour_texts(pool: pd.DataFrame, records: pd.DataFrame, text_column: str,
+                            side: int = 16) -> list[str]:
+    """For each record, the text of the ``pool`` record whose thumbnail is nearest (L2).
+
+    A retrieval baseline: it reads the image, but only through raw pixel similarity,
+    so beating it shows that a model composes what it sees instead of recalling a
+    look-alike.
+    """
+    pool = pool[pool[text_column].notna()]
+    if pool.empty:
+        raise ValueError(f"the nearest-neighbour baseline has no training record with a {text_column!r}")
+    keys = torch.from_numpy(pixel_thumbnails(pool["image"].tolist(), side))
+    queries = torch.from_numpy(pixel_thumbnails(records["image"].tolist(), side))
+    nearest = torch.cdist(queries, keys).argmin(dim=1).tolist()
+    texts = pool[text_column].astype(str).tolist()
+    return [texts[j] for j in nearest]
+
+
+def samples_for_json(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Samples without their image bytes, JSON-safe (NaN -> None), for a JSON dataset."""
+    return [json_safe({k: v for k, v in sample.items() if k != "images"}) for sample in samples]
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively make ``value`` JSON-serialisable: NaN -> None, numpy scalars -> Python."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (bytes, str)):
+        return json_safe(value.item())
+    return value

@@ -1,0 +1,47 @@
+"""What a model family is: the few pieces that are truly its own.
+
+Everything else — parameters to config dataclasses, the training loop, checkpoints,
+the evaluation harness with its controls, the report, versioned catalog entries and
+MLflow tracking — is shared machinery that reads these pieces.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import nn
+from torch.utils.data import Dataset
+
+from multimodal_lab.evaluation.harness import EvalSettings, Evaluation
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One kind of model, as the shared machinery sees it.
+
+    The name is also the Kedro pipeline name, the parameter block
+    (``params:<name>.model|train|evaluation``) and the catalog namespace
+    (``<name>.model``, ``<name>.metrics``, ``<name>.report``, ...).
+    """
+
+    name: str  # registry name, e.g. "story_gpt2"
+    title: str  # one line for reports, e.g. "image -> story"
+    corpus: str  # the prepared corpus it trains on: "story", "caption", "art" or "sequence"
+    config_class: type  # model config dataclass, built from params:<name>.model
+    # (config, corpus tokenizer) -> a freshly initialised model
+    build: Callable[[Any, Any], nn.Module]
+    # (model directory, map_location) -> the saved model
+    load: Callable[[str | os.PathLike, str], nn.Module]
+    # (model, records) -> (torch dataset, collate function) for training and validation
+    training_data: Callable[[nn.Module, pd.DataFrame], tuple[Dataset, Callable]]
+    # (model, records, settings, train_records, split) -> scores of the model, its controls and baselines
+    evaluate: Callable[..., Evaluation]
+    eval_settings_class: type = EvalSettings  # built from params:<name>.evaluation
+    # model -> the family's inference API object (e.g. StoryTeller); None = none yet
+    inference: Callable[[nn.Module], Any] | None = None
+    headline_metric: str | None = None  # the metric reports and bars lead with, e.g. "pair_f1"
+    description: str = ""  # a paragraph for the report: what the model does and how it is judged
+    extras: dict[str, Any] = field(default_factory=dict)  # anything else a family's own code shares

@@ -1,0 +1,132 @@
+"""Generic nodes of every model family: train, evaluate (with controls), report.
+
+Each node receives the family's name (bound by ``create_model_pipeline``), turns its
+``params:`` dictionaries into the family's config dataclasses and hands the data to the
+family's pieces and the shared library (training loop, evaluation harness, report).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from multimodal_lab.config import from_params, to_params
+from multimodal_lab.families import get_family
+from multimodal_lab.tracking import mlflow_metrics_logger
+
+log = logging.getLogger(__name__)
+
+
+def train_model(
+    train_records: pd.DataFrame,
+    val_records: pd.DataFrame,
+    tokenizer,
+    model_params: dict[str, Any],
+    train_params: dict[str, Any],
+    *,
+    family: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Build the family's model from its config and train it with the shared loop.
+
+    Args:
+        train_records: the corpus' train split.
+        val_records: the validation split (validation loss, early stopping).
+        tokenizer: the corpus tokenizer (a family may ignore it, e.g. a pretrained LM
+            brings its own).
+        model_params: ``params:<family>.model`` — fields of the family's config class.
+        train_params: ``params:<family>.train`` — fields of ``TrainConfig``.
+        family: the family's registry name.
+
+    Returns:
+        The trained model (best validation weights) and the training history.
+    """
+    from multimodal_lab.training.loop import TrainConfig, train
+
+    spec = get_family(family)
+    model_config = from_params(spec.config_class, model_params, where=f"params:{family}.model")
+    train_config = from_params(TrainConfig, train_params, where=f"params:{family}.train")
+    if train_config.checkpoint_dir:
+        # Checkpoints of one (settings, data, vocabulary) triple live in their own folder:
+        # an interrupted run resumes from it, while any other run starts fresh.
+        run_key = fingerprint(model_config, train_config, train_records, val_records, tokenizer)
+        train_config = dataclasses.replace(
+            train_config, checkpoint_dir=str(Path(train_config.checkpoint_dir) / run_key)
+        )
+    torch.manual_seed(train_config.seed)  # weight initialisation
+    model = spec.build(model_config, tokenizer)
+    train_set, collate = spec.training_data(model, train_records)
+    val_set, _ = spec.training_data(model, val_records)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("training %s (%.2fM parameters) on %d examples, validating on %d",
+             family, n_params / 1e6, len(train_set), len(val_set))
+    result = train(model, train_set, val_set, collate, train_config, log_metrics=mlflow_metrics_logger(every=10))
+    if train_config.checkpoint_dir:
+        # The finished model is saved (versioned) by the catalog; its resume points are
+        # no longer needed.
+        shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
+    history = {
+        "family": family,
+        "steps": result.steps,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "resumed_from": result.resumed_from,
+        "train_seconds": result.train_seconds,
+        "parameters": n_params,
+        "examples": {"train": len(train_set), "val": len(val_set)},
+        "history": result.history,
+        "model_config": to_params(model_config),
+        "train_config": to_params(train_config),
+    }
+    return model.cpu(), history
+
+
+def fingerprint(model_config, train_config, train_records: pd.DataFrame, val_records: pd.DataFrame,
+                tokenizer) -> str:
+    """Short hash of everything a checkpoint depends on: settings, both splits and the vocabulary."""
+    settings = {**to_params(model_config), **to_params(train_config), "checkpoint_dir": None}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for records in (train_records, val_records):
+        digest.update(b"\x00" + "\n".join(sorted(records["record_id"].astype(str))).encode())
+    if tokenizer is not None:
+        digest.update(b"\x00" + json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()[:12]
+
+
+def evaluate_model(
+    model, records: pd.DataFrame, train_records: pd.DataFrame, params: dict[str, Any], *, family: str,
+    split: str = "test",
+) -> tuple[Any, dict[str, float], pd.DataFrame, list[dict[str, Any]]]:
+    """Score the model, its controls and its baselines on the held-out records.
+
+    Returns:
+        The full evaluation (for the report), a flat metrics dict (to MLflow and a
+        versioned JSON), the metrics table (one row per condition) and the samples
+        (JSON-safe, without image bytes).
+    """
+    from multimodal_lab.evaluation.harness import samples_for_json
+
+    spec = get_family(family)
+    settings = from_params(spec.eval_settings_class, params, where=f"params:{family}.evaluation")
+    evaluation = spec.evaluate(model, records, settings, train_records=train_records, split=split)
+    summary = {k: (float(v) if v == v else math.nan) for k, v in evaluation.summary.items()}
+    log.info("%s evaluation: %s", family, {k: round(v, 4) for k, v in summary.items()})
+    return evaluation, summary, evaluation.metrics, samples_for_json(evaluation.samples)
+
+
+def report_model(evaluation, training: dict[str, Any], model_params: dict[str, Any],
+                 train_params: dict[str, Any], eval_params: dict[str, Any], *, family: str) -> str:
+    """Render the family's self-contained HTML report (one template for all families)."""
+    from multimodal_lab.reporting.html import render_report
+
+    spec = get_family(family)
+    params = {"model": model_params, "train": train_params, "evaluation": eval_params}
+    return render_report(evaluation, training["history"], params, title=f"{family}: {spec.title}",
+                         description=spec.description)

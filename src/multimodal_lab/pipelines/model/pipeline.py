@@ -1,0 +1,67 @@
+"""``create_model_pipeline(family)``: train -> evaluate -> report under the family's namespace.
+
+Inside the namespace the datasets are ``<family>.model``, ``<family>.training``,
+``<family>.metrics``, ``<family>.metrics_table``, ``<family>.samples`` and
+``<family>.report`` (versioned by the catalog's ``{family}.*`` factories), and the
+parameters ``params:<family>.model|train|evaluation``. The corpus datasets come from the
+shared data preparation (``<corpus>.train_records``, ...).
+"""
+from functools import partial
+
+from kedro.pipeline import Pipeline, node
+
+from multimodal_lab.families import get_family
+
+from .nodes import evaluate_model, report_model, train_model
+
+
+def _bind(func, family: str, **kwargs):
+    """``func`` with the family (and options) bound, named ``<func>`` for Kedro's logs and kedro-viz."""
+    bound = partial(func, family=family, **kwargs)
+    bound.__name__ = bound.__qualname__ = func.__name__
+    bound.__module__ = func.__module__
+    bound.__doc__ = func.__doc__
+    return bound
+
+
+def create_model_pipeline(family: str, *, eval_split: str = "val") -> Pipeline:
+    """The train -> evaluate -> report pipeline of one registered family.
+
+    Args:
+        family: the family's registry name.
+        eval_split: the corpus split the evaluation reports on.
+    """
+    corpus = get_family(family).corpus
+    template = Pipeline(
+        [
+            node(
+                _bind(train_model, family),
+                ["train_records", "val_records", "tokenizer", "params:model", "params:train"],
+                ["model", "training"],
+                name="train",
+            ),
+            node(
+                _bind(evaluate_model, family, split=eval_split),
+                ["model", "eval_records", "train_records", "params:evaluation"],
+                ["evaluation", "metrics", "metrics_table", "samples"],
+                name="evaluate",
+            ),
+            node(
+                _bind(report_model, family),
+                ["evaluation", "training", "params:model", "params:train", "params:evaluation"],
+                "report",
+                name="report",
+            ),
+        ]
+    )
+    return Pipeline(
+        template,
+        namespace=family,
+        inputs={
+            "train_records": f"{corpus}.train_records",
+            "val_records": f"{corpus}.val_records",
+            "eval_records": f"{corpus}.{eval_split}_records",
+            "tokenizer": f"{corpus}.tokenizer",
+        },
+        tags=family,
+    )

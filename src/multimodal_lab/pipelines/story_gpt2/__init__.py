@@ -1,4 +1,0 @@
-"""The `story_gpt2` pipeline."""
-from .pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]

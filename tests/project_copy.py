@@ -1,0 +1,22 @@
+"""Throw-away copies of the Kedro project for session-level tests (imported by tests)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_project_copy(parent: Path) -> Path:
+    """A copy of the project's config under ``parent`` with empty data folders."""
+    root = parent / "project"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    shutil.copy(PROJECT_ROOT / ".telemetry", root)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # the package itself is imported from the installed project
+    for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
+                  "06_models", "07_model_output", "08_reporting"):
+        (root / "data" / layer).mkdir(parents=True)
+    return root
