@@ -8,7 +8,16 @@ import pytest
 from web_fixture_site import IMAGES, TEST_MAX_BYTES
 
 from multimodal_lab.data.records import RECORD_COLUMNS
-from multimodal_lab.data.sources.web import OUTCOME_COLUMNS, REASONS, ResponseCache, WebSourceConfig, scrape
+from multimodal_lab.data.sources.web import (
+    OUTCOME_COLUMNS,
+    REASONS,
+    ResponseCache,
+    WebSourceConfig,
+    make_session,
+    scrape,
+)
+from multimodal_lab.data.sources.web_fetch import Fetcher
+from multimodal_lab.data.sources.web_guard import AddressRefused
 
 
 def config_for(site, tmp_path, **overrides) -> WebSourceConfig:
@@ -24,6 +33,7 @@ def config_for(site, tmp_path, **overrides) -> WebSourceConfig:
         cache_path=str(tmp_path / "cache.sqlite"),
         caption_max_words=30,
         progress=False,
+        allow_private_addresses=True,  # the fixture server listens on 127.0.0.1
     )
     params.update(overrides)
     return WebSourceConfig(**params)
@@ -224,3 +234,98 @@ def test_config_rejects_bad_values():
         WebSourceConfig.from_dict({"start_urls": ["http://a/"], "max_page": 3})
     config = WebSourceConfig(start_urls=["http://Example.org/a", "https://example.org/b"])
     assert config.allowed_hosts == ["example.org"] and config.allowed_image_hosts == ["example.org"]
+
+
+# --- where the crawler may go: ports and addresses --------------------------------------
+def test_default_config_refuses_private_hosts_before_any_request(site, tmp_path, fake_dns):
+    fake_dns["intranet.test"] = ["10.0.0.7"]
+    starts = [site.url("/index.html"), f"http://intranet.test:{site.port}/index.html"]
+    # the defaults, not config_for (which allows the fixture server's loopback address)
+    config = WebSourceConfig(start_urls=starts, rate_limit_per_host=0.0, cache_path=str(tmp_path / "c.sqlite"),
+                             progress=False)
+    records, outcomes = scrape(config)
+    assert records.empty
+    assert outcomes[["status", "reason"]].values.tolist() == [["refused", "private_address"]] * 2
+    loopback, intranet = outcomes["detail"]
+    assert "127.0.0.1 is a loopback address" in loopback and "allow_private_addresses" in loopback
+    assert "resolves to 10.0.0.7 (private)" in intranet
+    assert site.total == 0  # not even robots.txt was asked for
+
+
+def test_connection_time_check_catches_an_answer_that_changed(site, tmp_path, fake_dns, monkeypatch):
+    # DNS rebinding: the name looked public when checked before the hop, but resolves
+    # to loopback when the connection is opened. The adapter checks the address it
+    # connects to, so nothing reaches the server.
+    fake_dns["rebind.test"] = ["127.0.0.1"]
+    monkeypatch.setattr(Fetcher, "address_refusal", lambda self, url: None)
+    config = config_for(site, tmp_path, start_urls=[f"http://rebind.test:{site.port}/index.html"],
+                        allow_private_addresses=False)
+    _, outcomes = scrape(config)
+    row = outcomes.iloc[0]
+    assert (row["status"], row["reason"]) == ("refused", "robots_disallowed")  # its robots.txt was refused
+    assert "resolves to 127.0.0.1 (loopback)" in row["detail"]
+    assert site.total == 0
+    cache = ResponseCache(config.cache_path)
+    try:
+        assert len(cache) == 0  # a policy refusal is not cached: other settings decide afresh
+    finally:
+        cache.close()
+    session = make_session(config)
+    with pytest.raises(AddressRefused, match="loopback"):
+        session.get(site.url("/index.html"))
+    session.close()
+    assert site.total == 0
+
+
+def test_redirect_to_another_port_is_refused_unless_that_port_is_allowed(site, other_site, tmp_path):
+    site.redirects["/to-other-port"] = other_site.url("/open.html")
+    config = config_for(site, tmp_path, start_urls=[site.url("/to-other-port")], cache_path=None)
+    assert config.allowed_hosts == [f"127.0.0.1:{site.port}"]  # default: host AND port of the start URL
+    _, outcomes = scrape(config)
+    row = outcomes.iloc[0]
+    assert (row["status"], row["reason"]) == ("refused", "off_port_redirect")
+    assert f"port {other_site.port}" in row["detail"]
+    assert site.counts["/to-other-port"] == 1 and other_site.total == 0
+
+    both = [f"127.0.0.1:{site.port}", f"127.0.0.1:{other_site.port}"]
+    _, outcomes = scrape(config_for(site, tmp_path, start_urls=[site.url("/to-other-port")], cache_path=None,
+                                    allowed_hosts=both, max_pages=1))
+    assert outcomes.iloc[0]["status"] == "ok" and outcomes.iloc[0]["final_url"] == other_site.url("/open.html")
+    assert other_site.counts["/robots.txt"] == 1 and other_site.counts["/open.html"] == 1
+
+
+def test_start_url_on_a_port_not_allowed_is_skipped(site, other_site, tmp_path):
+    starts = [site.url("/loop-a.html"), other_site.url("/loop-a.html")]
+    config = config_for(site, tmp_path, start_urls=starts, allowed_hosts=[f"127.0.0.1:{site.port}"],
+                        cache_path=None)
+    _, outcomes = scrape(config)
+    row = outcomes[outcomes["url"] == other_site.url("/loop-a.html")].iloc[0]
+    assert (row["status"], row["reason"]) == ("skipped", "off_port_link")
+    assert site.counts["/loop-a.html"] == 1 and other_site.total == 0
+
+
+@pytest.mark.parametrize("where", ["port", "host"])
+def test_robots_redirect_off_the_allowed_origins_is_not_followed(site, other_site, tmp_path, where):
+    # An off-origin robots.txt redirect is not followed, and the robots.txt then counts as
+    # unreachable: the whole host is treated as disallowed (as for a 5xx robots.txt).
+    host = "127.0.0.1" if where == "port" else "localhost"
+    site.redirects["/robots.txt"] = f"http://{host}:{other_site.port}/robots.txt"
+    config = config_for(site, tmp_path, start_urls=[site.url("/open.html")], cache_path=None)
+    _, outcomes = scrape(config)
+    row = outcomes.iloc[0]
+    assert (row["status"], row["reason"]) == ("refused", "robots_disallowed")
+    assert "unreachable" in row["detail"] and "not followed" in row["detail"]
+    assert ("not an allowed host" if where == "host" else f"port {other_site.port}") in row["detail"]
+    assert site.counts["/robots.txt"] == 1 and site.counts["/open.html"] == 0
+    assert other_site.total == 0
+
+
+def test_robots_redirect_to_an_allowed_origin_is_followed(site, other_site, tmp_path):
+    site.redirects["/robots.txt"] = other_site.url("/robots.txt")
+    both = [f"127.0.0.1:{site.port}", f"127.0.0.1:{other_site.port}"]
+    config = config_for(site, tmp_path, start_urls=[site.url("/private/secret.html"), site.url("/loop-a.html")],
+                        allowed_hosts=both, cache_path=None)
+    _, outcomes = scrape(config)
+    assert outcome_of(outcomes, site, "/private/secret.html")["reason"] == "robots_disallowed"  # by other's file
+    assert outcome_of(outcomes, site, "/loop-a.html")["status"] == "ok"
+    assert other_site.counts["/robots.txt"] == 1 and site.counts["/private/secret.html"] == 0

@@ -44,6 +44,7 @@ class FixtureServer:
         self.times: list[tuple[str, float]] = []
         self.user_agents: set[str] = set()
         self.robots_status: int | None = None  # answer /robots.txt with this status instead of the file
+        self.redirects: dict[str, str] = {}  # path -> Location: answered with a 302 (robots.txt too)
         self.lock = threading.Lock()
         server = self
 
@@ -91,6 +92,8 @@ class FixtureServer:
 
     def route(self, handler: BaseHTTPRequestHandler, path: str, count: int) -> None:
         send = self.send
+        if path in self.redirects:
+            return send(handler, 302, headers={"Location": self.redirects[path]})
         if path == "/robots.txt" and self.robots_status is not None:
             return send(handler, self.robots_status, b"", "text/plain")
         if path in IMAGES:

@@ -1,10 +1,12 @@
 """A polite web source: crawl allowed hosts, keep (page, image) pairs with their licence.
 
-The work is split in two modules:
+The work is split in three modules:
 
 * :mod:`multimodal_lab.data.sources.web_fetch` fetches: robots.txt, per-host rate limits,
   retries, hand-followed redirects, content-type and size checks, and the SQLite response
   cache (its docstring spells out what "polite" means, rule by rule);
+* :mod:`multimodal_lab.data.sources.web_guard` says where requests may go: allowed hosts
+  *and ports*, and public addresses only (unless ``allow_private_addresses``);
 * this module crawls: a breadth-first frontier over the allowed hosts, link and image
   following within ``max_pages`` / ``max_depth``, and record building.
 
@@ -30,7 +32,6 @@ from multimodal_lab.data.sources.html_extract import (
     ImageRef,
     PageContent,
     extract_page,
-    host_of,
 )
 from multimodal_lab.data.sources.web_fetch import (  # noqa: F401 - ResponseCache, make_session re-exported
     OUTCOME_COLUMNS,
@@ -41,6 +42,7 @@ from multimodal_lab.data.sources.web_fetch import (  # noqa: F401 - ResponseCach
     charset_of,
     make_session,
 )
+from multimodal_lab.data.sources.web_guard import entry_for_url, format_entry, parse_entry
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ REASONS: dict[str, str] = {
     "robots_disallowed": "robots.txt of the host disallows this URL for our user agent",
     "off_host_redirect": "the URL redirects to a host outside the allowed hosts; target not fetched",
     "off_host_link": "a link or image on a host outside the allowed hosts; not fetched",
+    "off_port_redirect": "the URL redirects to an allowed host but on a port not allowed for it; target not fetched",
+    "off_port_link": "a start URL, link or image on an allowed host but a port not allowed for it; not fetched",
+    "private_address": "the host is or resolves to a loopback, private, link-local, reserved, multicast or"
+                       " unspecified address (any of its addresses); nothing sent to it. Set"
+                       " allow_private_addresses to crawl such hosts",
     "bad_scheme": "not an http(s) URL (mailto:, javascript:, ftp:, ...), or a redirect to one",
     "wrong_content_type": "the response's Content-Type is not one expected for this kind of URL",
     "oversized": "body larger than max_bytes (by Content-Length, or by the streamed byte count)",
@@ -65,13 +72,30 @@ REASONS: dict[str, str] = {
 }
 
 
+def _host_entries(name: str, entries: str | list[str]) -> list[str]:
+    """Allowed-hosts entries in canonical form, unique, in the order given."""
+    if isinstance(entries, str):
+        entries = [entries]
+    try:
+        canonical = [format_entry(*parse_entry(entry)) for entry in entries]
+    except ValueError as error:
+        raise ValueError(f"web source: {name}: {error}") from None
+    return list(dict.fromkeys(canonical))
+
+
 @dataclass
 class WebSourceConfig:
     """Parameters of one crawl (``params:web`` in the Kedro wiring)."""
 
     start_urls: list[str]  # pages the crawl starts from, in order
-    allowed_hosts: list[str] | None = None  # host names pages may be fetched from; None = hosts of start_urls
-    allowed_image_hosts: list[str] | None = None  # hosts images may come from; None = allowed_hosts
+    # where pages may be fetched from: "host" (the scheme's default port, 80/443, only) or
+    # "host:port" ("[v6]:port" for IPv6); None or [] = the hosts and ports of start_urls
+    allowed_hosts: list[str] | None = None
+    allowed_image_hosts: list[str] | None = None  # same form, for images; None = allowed_hosts
+    # fetch from hosts that are or resolve to loopback, private, link-local, reserved,
+    # multicast or unspecified addresses; off so that links, redirects or DNS answers
+    # cannot steer the crawler at internal services. Turn on only for a server you run.
+    allow_private_addresses: bool = False
     max_pages: int = 50  # stop after this many pages were kept
     max_depth: int | None = None  # follow links at most this many hops from a start URL; None = no limit
     max_bytes: int = 10_000_000  # largest body kept (page or image), in bytes
@@ -102,21 +126,25 @@ class WebSourceConfig:
             self.start_urls = [self.start_urls]
         if not self.start_urls:
             raise ValueError("web source: start_urls is empty; give at least one http(s) page URL")
+        start_entries = []
         for url in self.start_urls:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ValueError(f"web source: start_urls entry {url!r} is not an http(s) URL")
+            try:
+                start_entries.append(entry_for_url(url))
+            except ValueError as error:
+                raise ValueError(f"web source: start_urls entry {url!r}: {error}; give URLs like"
+                                 f" 'https://example.org/page'") from None
         for name in ("max_pages", "max_bytes", "max_images_per_page", "connect_timeout", "read_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"web source: {name}={getattr(self, name)!r} must be > 0")
         for name in ("rate_limit_per_host", "max_retries", "backoff_factor", "max_redirects", "retry_after_max"):
             if getattr(self, name) < 0:
                 raise ValueError(f"web source: {name}={getattr(self, name)!r} must be >= 0")
-        if not self.allowed_hosts:
-            self.allowed_hosts = sorted({host_of(url) for url in self.start_urls})
-        self.allowed_hosts = [h.lower() for h in self.allowed_hosts]
+        self.allowed_hosts = _host_entries("allowed_hosts", self.allowed_hosts or sorted(set(start_entries)))
         if self.allowed_image_hosts is None:
             self.allowed_image_hosts = list(self.allowed_hosts)
-        self.allowed_image_hosts = [h.lower() for h in self.allowed_image_hosts]
+        self.allowed_image_hosts = _host_entries("allowed_image_hosts", self.allowed_image_hosts)
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> WebSourceConfig:
@@ -199,8 +227,10 @@ def outcomes_frame(outcomes: list[FetchOutcome]) -> pd.DataFrame:
 def scrape(config: WebSourceConfig) -> ScrapeResult:
     """Crawl from ``config.start_urls`` breadth-first and keep (page, image) records.
 
-    Pages are fetched only on ``allowed_hosts``, images only on ``allowed_image_hosts``;
-    links are followed up to ``max_pages`` kept pages and ``max_depth`` hops. Each image
+    Pages are fetched only on ``allowed_hosts``, images only on ``allowed_image_hosts``
+    (host and port, checked on every hop: redirects and robots.txt included) and, unless
+    ``allow_private_addresses`` is set, only from hosts on public addresses. Links are
+    followed up to ``max_pages`` kept pages and ``max_depth`` hops. Each image
     URL is fetched once per crawl even when several pages show it; each (page, image)
     pair becomes one record (source "web") whose licence is the raw string the page
     (or the image's own ``<figure>``) states, or None. See :func:`texts_for` for the
@@ -225,8 +255,17 @@ def scrape(config: WebSourceConfig) -> ScrapeResult:
         if url not in reported:
             reported.add(url)
             outcomes.append(FetchOutcome(url, "skipped" if reason in ("already_visited", "max_pages", "max_depth",
-                                                                      "off_host_link") else "refused",
-                                         reason, kind, detail, None, url, referrer))
+                                                                      "off_host_link", "off_port_link")
+                                         else "refused", reason, kind, detail, None, url, referrer))
+
+    def off_origin(url: str, referrer: str, kind: str = "page") -> bool:
+        """Skip ``url`` (and say so) when its host or port is not allowed for ``kind``."""
+        refusal = fetcher.origins[kind].refusal(url)
+        if refusal is None:
+            return False
+        which, detail = refusal
+        skip(url, f"off_{which}_link", detail, referrer, kind)
+        return True
 
     for url in config.start_urls:
         url = urldefrag(url)[0]
@@ -243,8 +282,7 @@ def scrape(config: WebSourceConfig) -> ScrapeResult:
             if kept_pages >= config.max_pages:
                 skip(url, "max_pages", f"max_pages={config.max_pages} reached", referrer)
                 continue
-            if host_of(url) not in config.allowed_hosts:
-                skip(url, "off_host_link", f"host {host_of(url)!r} not in allowed_hosts", referrer)
+            if off_origin(url, referrer):
                 continue
             outcome, fetched = fetcher.fetch(url, "page", referrer, visited)
             outcomes.append(outcome)
@@ -266,9 +304,7 @@ def scrape(config: WebSourceConfig) -> ScrapeResult:
                 if urlsplit(image.url).scheme not in ("http", "https"):
                     skip(image.url, "bad_scheme", "image URL is not http(s)", page.url, "image")
                     continue
-                if host_of(image.url) not in config.allowed_image_hosts:
-                    skip(image.url, "off_host_link", f"image host {host_of(image.url)!r} not allowed", page.url,
-                         "image")
+                if off_origin(image.url, page.url, "image"):
                     continue
                 if image.url not in image_results:
                     image_results[image.url] = fetcher.fetch(image.url, "image", page.url, set())
@@ -280,8 +316,8 @@ def scrape(config: WebSourceConfig) -> ScrapeResult:
             for link in page.links:
                 if urlsplit(link).scheme not in ("http", "https"):
                     skip(link, "bad_scheme", "link is not http(s)", page.url)
-                elif host_of(link) not in config.allowed_hosts:
-                    skip(link, "off_host_link", f"host {host_of(link)!r} not in allowed_hosts", page.url)
+                elif off_origin(link, page.url):
+                    continue  # reported by off_origin
                 elif link in visited:
                     skip(link, "already_visited", "linked again (loop or repeated link)", page.url)
                 elif config.max_depth is not None and depth + 1 > config.max_depth:

@@ -9,8 +9,14 @@ What "polite" means here, concretely:
 * Requests to one host are spaced by ``rate_limit_per_host`` seconds (or the host's
   crawl delay, whichever is longer). Retries of 429/5xx are done by urllib3's ``Retry``
   with exponential backoff and honour ``Retry-After`` (capped at ``retry_after_max``).
-* Redirects are followed by hand, one hop at a time, so a redirect to another host or
-  to a non-http(s) scheme is refused *before* its target is requested.
+* Redirects are followed by hand, one hop at a time, so a redirect to a host or port
+  outside the allowed ones, or to a non-http(s) scheme, is refused *before* its target
+  is requested. robots.txt redirects are held to the same rule; one that leaves the
+  allowed hosts and ports is not followed and counts as an unreachable robots.txt.
+* Unless ``allow_private_addresses`` is set, no request goes to a host that is or
+  resolves to a loopback, private, link-local or otherwise non-public address; the
+  check runs before every hop and again when a connection is opened
+  (:mod:`multimodal_lab.data.sources.web_guard` explains why both).
 * A body is kept only if its content type is expected and it is at most ``max_bytes``,
   checked on the ``Content-Length`` header before reading and on the streamed byte
   count while reading (a server that lies or sends no length is cut off).
@@ -39,6 +45,13 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from multimodal_lab.data.sources.html_extract import host_of
+from multimodal_lab.data.sources.web_guard import (
+    AddressRefused,
+    AllowedOrigins,
+    GuardedAdapter,
+    host_address_refusal,
+    url_port,
+)
 
 if TYPE_CHECKING:  # the config lives with the crawler, which imports this module
     from multimodal_lab.data.sources.web import WebSourceConfig
@@ -48,6 +61,9 @@ logger = logging.getLogger(__name__)
 #: Reasons that may change if asked again later; kept in the cache but refetched on a
 #: rerun when ``retry_failed`` is true.
 _TRANSIENT_REASONS = frozenset({"timeout", "gave_up"})
+#: Reasons that depend on this run's settings, not on the URL: never written to the cache,
+#: so a rerun under other settings decides afresh.
+_POLICY_REASONS = frozenset({"private_address"})
 _PAGE_TYPES = ("text/html", "application/xhtml+xml")
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
 _CHUNK = 64 * 1024
@@ -135,6 +151,12 @@ def make_session(config: WebSourceConfig) -> requests.Session:
 
     Read timeouts are not retried (``read=False``): a server that is too slow once is
     likely too slow again, and the crawl should move on.
+
+    Unless ``config.allow_private_addresses`` is set, the adapter is a
+    :class:`~multimodal_lab.data.sources.web_guard.GuardedAdapter` (connections to public
+    addresses only) and the session ignores the environment (``trust_env``): proxy
+    variables would route requests past the address check, and ``.netrc`` credentials
+    must never be sent to crawled hosts.
     """
     retry = Retry(
         total=config.max_retries,
@@ -151,7 +173,11 @@ def make_session(config: WebSourceConfig) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    if config.allow_private_addresses:
+        adapter = HTTPAdapter(max_retries=retry)
+    else:
+        adapter = GuardedAdapter(max_retries=retry)
+        session.trust_env = False
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = config.user_agent
@@ -210,8 +236,12 @@ class Fetcher:
         self.cache = ResponseCache(config.cache_path) if config.cache_path else None
         self.memo: dict[tuple[str, str], Fetched] = {}  # within one run, even without cache
         self.last_request: dict[str, float] = {}  # host -> monotonic time of the last request
-        self.robots: dict[str, robotparser.RobotFileParser | None] = {}  # origin -> parser (None = all allowed)
-        self.robots_unreachable: dict[str, str] = {}  # origin -> why its robots.txt could not be read
+        self.origins = {"page": AllowedOrigins(config.allowed_hosts or []),
+                        "image": AllowedOrigins(config.allowed_image_hosts or [])}
+        self.address_refusals: dict[str, str | None] = {}  # host -> why its addresses are refused
+        # keyed by (kind, origin): a robots.txt redirect is judged by that kind's allowed hosts
+        self.robots: dict[tuple[str, str], robotparser.RobotFileParser | None] = {}  # None = all allowed
+        self.robots_unreachable: dict[tuple[str, str], str] = {}  # why that robots.txt could not be read
         self.host_delay: dict[str, float] = {}  # host -> seconds between requests
         self.requests_sent = 0
 
@@ -250,6 +280,8 @@ class Fetcher:
                 timeout=(cfg.connect_timeout, cfg.read_timeout),
             ) as response:
                 return self._judge(url, kind, response)
+        except AddressRefused as error:  # the connection-time check; nothing was sent
+            return Fetched("refused", "private_address", str(error))
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as error:
             return Fetched("refused", "bad_scheme", f"not a fetchable http(s) URL: {error}")
@@ -303,23 +335,78 @@ class Fetcher:
             self.memo[key] = cached
             return cached
         result = self._request(url, kind)
-        if self.cache is not None:
+        if self.cache is not None and result.reason not in _POLICY_REASONS:
             self.cache.put(kind, url, result)
         self.memo[key] = result
         return result
 
+    # --- where a hop may go -----------------------------------------------------------
+    def address_refusal(self, url: str) -> str | None:
+        """Why the host of ``url`` may not be contacted (its addresses), or None when it may.
+
+        Always None with ``allow_private_addresses``. The verdict is kept per host for
+        the crawl; that is safe because the session's adapter resolves and checks again
+        when it opens a connection, so a DNS answer that changes later is still caught.
+        """
+        if self.config.allow_private_addresses:
+            return None
+        host = host_of(url)
+        if host not in self.address_refusals:
+            try:
+                port = url_port(url)
+            except ValueError:
+                port = 0  # the address check does not need it; the origin check reports it
+            self.address_refusals[host] = host_address_refusal(host, port)
+        return self.address_refusals[host]
+
+    def hop_refusal(self, url: str, kind: str) -> tuple[str, str] | None:
+        """Why nothing may be sent to ``url`` on behalf of a ``kind`` URL, or None.
+
+        Checked in order: the scheme, the allowed hosts and ports of ``kind`` ("page"
+        URLs and their robots.txt use ``allowed_hosts``, "image" ones
+        ``allowed_image_hosts``), then the host's addresses.
+
+        Returns:
+            None, or ``(code, detail)`` with code "bad_scheme", "off_host", "off_port"
+            or "private_address".
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            return "bad_scheme", f"{url} is not an http(s) URL"
+        refusal = self.origins[kind].refusal(url)
+        if refusal is not None:
+            which, detail = refusal
+            return f"off_{which}", detail
+        address = self.address_refusal(url)
+        if address is not None:
+            return "private_address", address
+        return None
+
     # --- robots -----------------------------------------------------------------
-    def _robots_for(self, url: str) -> robotparser.RobotFileParser | None:
+    def _robots_for(self, url: str, kind: str) -> robotparser.RobotFileParser | None:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        if origin in self.robots:
-            return self.robots[origin]
+        key = (kind, origin)
+        if key in self.robots:
+            return self.robots[key]
         robots_url = origin + "/robots.txt"
-        result = self.fetch_one(robots_url, "robots")
-        hops = 0
-        while result.status == "redirect" and hops < self.config.max_redirects:
-            hops += 1
-            result = self.fetch_one(result.location, "robots")
+        current = robots_url
+        # Every robots.txt hop is checked like a page hop. A redirect that leaves the
+        # allowed hosts and ports (or goes to a private address) is not followed; the
+        # robots.txt then counts as unreachable, so the host is not crawled at all, the
+        # cautious reading of RFC 9309 that already applies to a 5xx robots.txt.
+        for _hop in range(self.config.max_redirects + 1):
+            refusal = self.hop_refusal(current, kind)
+            if refusal is not None:
+                result = Fetched("refused", refusal[0], f"robots.txt redirect to {current} not followed:"
+                                                        f" {refusal[1]}")
+                break
+            result = self.fetch_one(current, "robots")
+            if result.status != "redirect":
+                break
+            current = result.location
+        else:
+            result = Fetched("failed", "too_many_redirects",
+                             f"robots.txt redirected more than max_redirects={self.config.max_redirects} times")
         parser: robotparser.RobotFileParser | None = robotparser.RobotFileParser(robots_url)
         if result.status == "ok":
             text = (result.body or b"").decode("utf-8", errors="replace")
@@ -328,24 +415,38 @@ class Fetcher:
             parser = None  # RFC 9309: robots.txt unavailable (4xx) -> no restriction
         else:
             parser.disallow_all = True  # RFC 9309: unreachable (5xx, network) -> assume complete disallow
-            self.robots_unreachable[origin] = result.detail or result.reason
+            self.robots_unreachable[key] = result.detail or result.reason
             logger.warning("robots.txt of %s unreachable (%s); not crawling that host", origin, result.detail)
         if parser is not None:
             delay = parser.crawl_delay(self.config.user_agent)
             if delay:
                 host = parts.hostname or ""
                 self.host_delay[host] = max(float(delay), self.config.rate_limit_per_host)
-        self.robots[origin] = parser
+        self.robots[key] = parser
         return parser
 
-    def allowed_by_robots(self, url: str) -> bool:
-        parser = self._robots_for(url)
+    def allowed_by_robots(self, url: str, kind: str = "page") -> bool:
+        """Whether robots.txt of ``url``'s origin lets our user agent fetch it."""
+        parser = self._robots_for(url, kind)
         return parser is None or parser.can_fetch(self.config.user_agent, url)
 
     # --- one URL with redirects ----------------------------------------------------
     def fetch(self, url: str, kind: str, referrer: str, visited: set[str]) -> tuple[FetchOutcome, Fetched]:
-        """Follow redirects hop by hop, refusing off-host and non-http(s) targets unfetched."""
-        hosts = self.config.allowed_hosts if kind == "page" else self.config.allowed_image_hosts
+        """Fetch ``url``, following redirects hop by hop; nothing is sent to a refused hop.
+
+        Every hop, the first included, must pass :meth:`hop_refusal` (scheme, allowed
+        host and port, public address) and robots.txt before it is requested.
+
+        Args:
+            url: the URL to fetch.
+            kind: "page" or "image".
+            referrer: the page the URL was found on ("" for a start URL).
+            visited: page URLs already queued or fetched; a page redirecting to one of
+                them ends as "already_visited".
+
+        Returns:
+            The URL's outcome and the last fetch result (the body when ok).
+        """
         current = url
         from_cache = True
 
@@ -356,10 +457,16 @@ class Fetcher:
                 referrer=referrer, from_cache=bool(from_cache and result is not None),
             )
 
+        refusal = self.hop_refusal(url, kind)
+        if refusal is not None:
+            code, detail = refusal
+            if code in ("off_host", "off_port"):  # normally filtered by the crawler already
+                return outcome("skipped", f"{code}_link", detail), Fetched("refused", f"{code}_link", detail)
+            return outcome("refused", code, detail), Fetched("refused", code, detail)
         for _hop in range(self.config.max_redirects + 1):
-            if not self.allowed_by_robots(current):
+            if not self.allowed_by_robots(current, kind):
                 parts = urlsplit(current)
-                why = self.robots_unreachable.get(f"{parts.scheme}://{parts.netloc}")
+                why = self.robots_unreachable.get((kind, f"{parts.scheme}://{parts.netloc}"))
                 detail = (f"robots.txt unreachable ({why}); host treated as disallowed" if why
                           else f"robots.txt disallows {current}")
                 return outcome("refused", "robots_disallowed", detail), Fetched("refused")
@@ -368,10 +475,11 @@ class Fetcher:
             if result.status != "redirect":
                 return outcome(result.status, result.reason, result.detail, result), result
             target = result.location
-            if urlsplit(target).scheme not in ("http", "https"):
-                return outcome("refused", "bad_scheme", f"redirect to {target}", result), result
-            if host_of(target) not in hosts:
-                return outcome("refused", "off_host_redirect", f"redirect to {target}", result), result
+            refusal = self.hop_refusal(target, kind)
+            if refusal is not None:
+                code, detail = refusal
+                reason = f"{code}_redirect" if code in ("off_host", "off_port") else code
+                return outcome("refused", reason, f"redirect to {target}: {detail}", result), result
             if kind == "page" and target != url and target in visited:
                 return outcome("skipped", "already_visited", f"redirect to visited {target}", result), result
             current = target
