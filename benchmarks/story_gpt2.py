@@ -72,7 +72,7 @@ def build_data(config: StoryGPT2Config, n_records: int, seed: int) -> tuple[Reco
     records = generate_scene_world(world)
     tokenizer = train_tokenizer(records["story"], VocabConfig(kind="word", min_frequency=1))
     texts = [TextField("story", tokenizer, config.max_story_tokens)]  # as the story_gpt2 family reads them
-    dataset = RecordDataset(records, image_size=config.image_size, texts=texts, cache_images=True)
+    dataset = RecordDataset(records, image=config.image_size, texts=texts, cache_images=True)
     return dataset, RecordCollator(texts), tokenizer
 
 

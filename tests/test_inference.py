@@ -10,30 +10,41 @@ from PIL import Image
 from multimodal_lab.data.record_dataset import encode_texts
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 from multimodal_lab.generation.story import GenerationSettings
-from multimodal_lab.inference import StoryTeller, load_image_folder, prepare_image, render_stories_html
+from multimodal_lab.data.images import ImageInput, ImagePolicy, normalize_image
+from multimodal_lab.data.records import make_record, records_frame
+from multimodal_lab.families.story_gpt2 import training_data
+from multimodal_lab.inference import StoryTeller, load_image_folder, render_stories_html
 from multimodal_lab.models.preprocess import images_to_tensor
 from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config
 
-STORY = "a red circle sat by the calm sea."
+RED_STORY = "a red circle sat by the calm sea."
+BLUE_STORY = "a blue star shone over the dark hill."
 SETTINGS = GenerationSettings(max_new_tokens=12)
+INPUT = ImageInput(size=16, mode="pad", resample="bicubic")
+
+
+def _solid(colour, size=16) -> torch.Tensor:
+    return torch.tensor(colour, dtype=torch.float32).div(255).view(3, 1, 1).expand(3, size, size)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny model trained to tell one story whatever the image, saved to disk."""
-    tokenizer = train_tokenizer([STORY, "a blue star."], VocabConfig(kind="word", min_frequency=1))
+    """A tiny model trained to tell the red story for red images and the blue one for blue, saved."""
+    tokenizer = train_tokenizer([RED_STORY, BLUE_STORY], VocabConfig(kind="word", min_frequency=1))
     torch.manual_seed(0)
-    config = StoryGPT2Config(encoder={"name": "cnn", "channels": [8], "blocks_per_stage": 0, "grid": 2}, image_size=16,
-                             prefix_tokens=4, mapper_hidden=0, n_layer=1, n_head=2, n_embd=32,
-                             n_positions=48, max_story_tokens=24)
+    config = StoryGPT2Config(encoder={"name": "cnn", "channels": [8], "blocks_per_stage": 0, "grid": 2},
+                             image_size=16, image_input=INPUT.to_dict(), prefix_tokens=4, mapper_hidden=0,
+                             n_layer=1, n_head=2, n_embd=32, n_positions=48, max_story_tokens=24)
     model = StoryGPT2(config, tokenizer)
-    ids = torch.tensor(encode_texts([STORY] * 4, tokenizer, 24))
+    reds = [(255, 0, 0), (230, 20, 30), (200, 0, 0), (255, 60, 40)]
+    blues = [(0, 0, 255), (30, 20, 230), (0, 0, 200), (40, 60, 255)]
+    images = torch.stack([_solid(c) for c in reds + blues])
+    ids = torch.tensor(encode_texts([RED_STORY] * 4 + [BLUE_STORY] * 4, tokenizer, 24))
     labels = ids.clone()
     labels[:, 0] = -100
     mask = torch.ones_like(ids)
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
+    for _ in range(80):
         optimizer.zero_grad()
         model(images, ids, mask, labels).loss.backward()
         optimizer.step()
@@ -55,11 +66,16 @@ def _palette_image() -> Image.Image:
     return image
 
 
+def test_the_model_reads_the_image(teller):
+    red, blue = Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))
+    assert teller.tell([red, blue], SETTINGS) == [RED_STORY, BLUE_STORY]
+    assert teller.tell(blue, SETTINGS) == [BLUE_STORY]  # a single image is fine too
+
+
 def test_tell_rgba_300x17_and_palette_images(teller):
-    rgba = Image.new("RGBA", (300, 17), (255, 0, 0, 128))
+    rgba = Image.new("RGBA", (300, 17), (0, 0, 255, 255))
     stories = teller.tell([rgba, _palette_image()], SETTINGS)
-    assert stories == [STORY, STORY]
-    assert teller.tell(rgba, SETTINGS) == [STORY]  # a single image is fine too
+    assert stories[0] == BLUE_STORY and stories[1] in (RED_STORY, BLUE_STORY)
 
 
 @pytest.mark.parametrize(
@@ -77,13 +93,34 @@ def test_tell_rgba_300x17_and_palette_images(teller):
     ids=["L", "1", "CMYK", "I16", "F", "LA", "1x1", "6000x4000"],
 )
 def test_tell_any_mode_and_size(teller, image):
-    assert teller.tell(image, SETTINGS) == [STORY]
+    assert teller.tell(image, SETTINGS)[0] in (RED_STORY, BLUE_STORY)
 
 
 def test_tell_batches_keep_order_and_count(teller):
-    images = [Image.new("RGB", (16 + i, 16), (i * 20, 0, 0)) for i in range(7)]  # batch_size 3 -> 3 chunks
-    stories = teller.tell(images, SETTINGS)
-    assert len(stories) == 7 and all(s == STORY for s in stories)
+    colours = [(255, 0, 0), (0, 0, 255), (0, 0, 255), (255, 0, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
+    images = [Image.new("RGB", (16 + i, 16 + 2 * i), c) for i, c in enumerate(colours)]  # batch 3 -> 3 chunks
+    expected = [RED_STORY if c[0] else BLUE_STORY for c in colours]
+    assert teller.tell(images, SETTINGS) == expected
+    assert teller.tell(images[::-1], SETTINGS) == expected[::-1]
+
+
+def test_inference_makes_the_same_input_as_ingest_and_the_training_dataset(teller):
+    """A non-square photo: inference on the file == ingest (pad, bicubic, PNG) + the dataset's tensor."""
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 255, (37, 90, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    policy = ImagePolicy(size=(16, 16), mode="pad", resample="bicubic", min_side=8)
+    assert ImageInput.from_policy(policy) == teller.model.image_input
+    record = make_record(image=normalize_image(jpeg, policy).data, source="t", corpus="scene", story=RED_STORY)
+    dataset, _ = training_data(teller.model, records_frame([record]))
+    via_ingest = dataset.image_tensor([0])
+    via_inference = images_to_tensor([Image.open(io.BytesIO(jpeg))], teller.model.image_input)
+    assert via_inference.shape == (1, 3, 16, 16)
+    assert torch.equal(via_inference, via_ingest)
+    # the pad fill is the policy's white background, not a stretch of the photo
+    assert torch.equal(via_inference[0, :, 0, 0], torch.ones(3))
 
 
 def test_tell_rejects_non_images(teller):
@@ -94,32 +131,6 @@ def test_tell_rejects_non_images(teller):
 def test_from_pretrained_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         StoryTeller.from_pretrained(tmp_path / "nope")
-
-
-def test_prepare_image_flattens_on_white_and_shrinks_cheaply():
-    rgba = Image.new("RGBA", (300, 17), (255, 0, 0, 0))
-    out = prepare_image(rgba, 16)
-    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)
-    assert out.size == (34, 17)  # x reduced by 300 // 32 = 9 (rounding up), y untouched
-    palette = prepare_image(_palette_image(), 16)
-    assert palette.getpixel((0, 0)) == (0, 0, 255) and palette.getpixel((30, 20)) == (255, 0, 0)
-    big = prepare_image(Image.new("RGB", (6400, 3200), (1, 2, 3)), 64)
-    assert big.size == (128, 128) and big.getpixel((5, 5)) == (1, 2, 3)
-    with pytest.raises(TypeError, match="PIL"):
-        prepare_image(b"bytes", 16)
-
-
-def test_prepare_image_matches_training_preprocessing():
-    rng = np.random.default_rng(0)
-    small = Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))
-    expected = images_to_tensor([small], 16)
-    assert torch.equal(images_to_tensor([prepare_image(small, 16)], 16), expected)
-    # a large smooth image: the cheap reduction changes almost nothing after resizing
-    ramp = np.linspace(0, 255, 2000, dtype=np.float32)
-    large = Image.fromarray(np.stack([np.tile(ramp, (1000, 1))] * 3, axis=-1).astype(np.uint8))
-    direct = images_to_tensor([large], 16)
-    reduced = images_to_tensor([prepare_image(large, 16)], 16)
-    assert (direct - reduced).abs().max().item() < 0.03
 
 
 def _save(path, image, fmt="PNG", **kwargs):
@@ -161,6 +172,13 @@ def test_load_image_folder_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(ValueError, match="no readable images.*empty"):
         load_image_folder(empty)
+    big = tmp_path / "limits"
+    big.mkdir()
+    _save(big / "wide.png", Image.new("RGB", (300, 200), (1, 2, 3)))
+    with pytest.warns(UserWarning, match="above max_pixels 50000"), pytest.raises(ValueError, match="1 file"):
+        load_image_folder(big, max_pixels=50_000)
+    with pytest.warns(UserWarning, match="above max_bytes 100"), pytest.raises(ValueError, match="1 file"):
+        load_image_folder(big, max_bytes=100)
     with pytest.warns(UserWarning, match="file.png"), pytest.raises(ValueError, match="1 file"):
         load_image_folder(tmp_path)
 

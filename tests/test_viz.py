@@ -31,9 +31,13 @@ def test_viz_pipeline_endpoint_shows_the_story_path(viz_client):
     body = response.json()
     nodes = body["nodes"]
     names = {n["name"] for n in nodes}
-    assert {"load_scene_world", "ingest_records", "split_records", "build_tokenizer"} <= names
-    assert {"story.train_records", "story.tokenizer"} <= names
-    assert "story" in body["modular_pipelines"]  # the corpus namespace is a collapsible group
+    assert {"load_scene_world", "ingest_records", "assign_splits", "select_corpus", "build_tokenizer",
+            "account_records", "train_model", "evaluate_model", "report_model"} <= names
+    assert {"story.train_records", "story.test_records", "story.tokenizer", "rejected_records",
+            "story_gpt2.model", "story_gpt2.report"} <= names
+    # the corpus and the family namespaces are collapsible groups
+    assert {"story", "story_gpt2"} <= set(body["modular_pipelines"])
     layer_of = {n["name"]: n.get("layer") for n in nodes if n["type"] == "data"}
     assert layer_of.get("raw_records") == "raw"
     assert layer_of.get("accepted_records") == "intermediate"
+    assert layer_of.get("story_gpt2.model") == "models" and layer_of.get("story_gpt2.report") == "reporting"

@@ -15,8 +15,10 @@ or, for the story model explicitly:
         print(name, teller.tell(image)[0])
 
 Images may come in any size and PIL mode (RGBA, LA, P with transparency, L, I;16, CMYK,
-...): they are flattened onto white, shrunk cheaply when much larger than the model
-input, and then preprocessed exactly as in training (``models.preprocess``).
+...): each becomes the model's input exactly as ingest made its training images — the
+same RGB conversion and the same fit (size, mode, resampling, background), read from the
+model's ``config.json`` (``data.images.ImageInput``). Files are opened with the same byte
+and pixel limits as ingest, checked before anything is decoded.
 """
 from __future__ import annotations
 
@@ -29,39 +31,12 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
+from multimodal_lab.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, open_image
 from multimodal_lab.generation.story import GenerationSettings, generate_stories
 from multimodal_lab.models.preprocess import images_to_tensor
 from multimodal_lab.models.story_gpt2 import StoryGPT2
-from multimodal_lab.reporting.figures import image_data_uri, to_display_rgb
+from multimodal_lab.reporting.figures import image_data_uri
 from multimodal_lab.reporting.html import render_page
-
-# Shrink with box filtering (Image.reduce) down to about this many times the model input
-# before the final resize: exact enough, and a 6000 px photo costs milliseconds, not seconds.
-_REDUCE_HEADROOM = 2
-
-
-def prepare_image(image: Image.Image, size: int) -> Image.Image:
-    """Bring any PIL image to an RGB image not much larger than ``size`` on either side.
-
-    Args:
-        image: a PIL image of any mode and size.
-        size: the model's input side S; the result keeps at least 2*S pixels per side
-            (when the input had them) for the final bilinear resize.
-
-    Returns:
-        An RGB PIL image (transparency flattened onto white).
-    """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}; open files with PIL.Image.open")
-    if image.width < 1 or image.height < 1:
-        raise ValueError(f"image has an empty size {image.size}")
-    rgb = to_display_rgb(image)
-    factor_x = max(1, rgb.width // (_REDUCE_HEADROOM * size))
-    factor_y = max(1, rgb.height // (_REDUCE_HEADROOM * size))
-    if factor_x > 1 or factor_y > 1:
-        rgb = rgb.reduce((factor_x, factor_y))
-    return rgb
-
 
 def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> Any:
     """Load any family's saved model directory and return that family's inference API.
@@ -162,21 +137,25 @@ class StoryTeller:
         settings = settings or GenerationSettings()
         stories: list[str] = []
         for start in range(0, len(batch), self.batch_size):
-            chunk = [prepare_image(image, self.image_size) for image in batch[start:start + self.batch_size]]
-            pixels = images_to_tensor(chunk, self.image_size).to(self.device)  # (B, 3, S, S)
+            chunk = batch[start:start + self.batch_size]
+            pixels = images_to_tensor(chunk, self.model.image_input).to(self.device)  # (B, 3, S, S)
             stories.extend(generate_stories(self.model, pixels, settings))
         return stories
 
 
-def load_image_folder(path: str | os.PathLike) -> list[tuple[str, Image.Image]]:
+def load_image_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, Image.Image]]:
     """Read every image file directly inside a folder, sorted by file name.
 
-    Hidden files (".DS_Store") are ignored; other files that PIL cannot read are
-    skipped with one warning that lists them. EXIF orientation is applied, so photos
-    come out the way a viewer shows them.
+    Hidden files (".DS_Store") are ignored; other files that cannot be read — not an
+    image, damaged, or above the byte or pixel limits (checked before decoding) — are
+    skipped with one warning that lists them and why. EXIF orientation is applied, so
+    photos come out the way a viewer shows them.
 
     Args:
         path: a directory.
+        max_bytes: largest file read.
+        max_pixels: largest width * height decoded.
 
     Returns:
         ``(file name, loaded PIL image)`` pairs.
@@ -195,11 +174,9 @@ def load_image_folder(path: str | os.PathLike) -> list[tuple[str, Image.Image]]:
     skipped: list[str] = []
     for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            with Image.open(file) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-                image = image.copy() if image is opened else image
-        except Exception as error:  # PIL raises many unrelated types for bad files
+            opened = open_image(file, max_bytes=max_bytes, max_pixels=max_pixels)
+            image = ImageOps.exif_transpose(opened)
+        except Exception as error:  # noqa: BLE001 - PIL raises many unrelated types for bad files
             skipped.append(f"{file.name} ({type(error).__name__}: {error})")
             continue
         loaded.append((file.name, image))

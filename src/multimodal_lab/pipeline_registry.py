@@ -1,14 +1,16 @@
 """Project pipelines.
 
 Every model family's pipeline runs the whole way on a fresh clone: ``kedro run
---pipeline=story_gpt2`` prepares the data, trains, evaluates and reports. The family
-pipelines are made by one template (``pipelines.model``) from the family registry.
+--pipeline=story_gpt2`` runs the one shared data preparation (every corpus and the
+ledger that accounts for every source row), then trains, evaluates on the test split
+and reports. The family pipelines are made by one template (``pipelines.model``) from
+the family registry.
 """
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from multimodal_lab.families import available_families, get_family
+from multimodal_lab.families import available_families
 from multimodal_lab.pipelines import captioning, ingest, prepare, sources
 from multimodal_lab.pipelines.model import create_model_pipeline
 
@@ -27,13 +29,12 @@ def register_pipelines() -> dict[str, Pipeline]:
         "captioning": captioning.create_pipeline(),
         "prepare": prepare.create_pipeline(),
     }
-    shared = pipes["sources"] + pipes["ingest"] + pipes["captioning"]
-    pipes["data_preparation"] = shared + pipes["prepare"]
+    pipes["data_preparation"] = pipes["sources"] + pipes["ingest"] + pipes["captioning"] + pipes["prepare"]
     default = pipes["data_preparation"]
     for name in available_families():
         model = create_model_pipeline(name)
         pipes[f"{name}_model"] = model
-        pipes[name] = shared + prepare.create_corpus_pipeline(get_family(name).corpus) + model
+        pipes[name] = pipes["data_preparation"] + model
         default += model
     pipes["story_gpt2_inference"] = story_gpt2_inference.create_pipeline()
     pipes["__default__"] = default

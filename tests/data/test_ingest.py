@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import Counter
 from pathlib import Path
@@ -85,9 +86,36 @@ def test_ingest_end_to_end_with_every_stage():
         f"exact duplicate of record {ids[0]} (identical normalised image, distance 0)",
     ]
     assert ingest_summary(accepted, rejected) == {
-        "input": 7, "accepted": 3, "rejected": 4,
+        "input": 7, "accepted": 3, "rejected": 4, "rejected_source": 0, "rejected_duplicate_id": 0,
         "rejected_license": 2, "rejected_image": 1, "rejected_dedup": 1,
     }
+    # rejected rows say what their image bytes were; image bytes are kept only when they are an image
+    # (as received before the image stage; the normalised PNG from dedup on)
+    assert rejected["image_size_bytes"].tolist()[:3] == [len(records.at[i, "image"]) for i in (1, 2, 3)]
+    assert rejected["image"].isna().tolist() == [False, False, True, False]  # row 3 had no bytes
+
+
+def test_repeated_ids_text_and_source_problems_each_end_with_a_reason():
+    good = encode(blocks(7))
+    rows = [
+        record(good, "CC0", "<p>A <b>purple</b> square &amp; a <i>tree</i>.</p>"),
+        record(good, "CC0", "<p>A <b>purple</b> square &amp; a <i>tree</i>.</p>"),  # the same row twice
+        make_record(image=b"", source="local_folder", corpus="scene", problem="metadata.jsonl line 9: invalid JSON"),
+        record(b"<html>404 not found</html>", "CC0", "an error page, not an image"),
+    ]
+    records = records_frame(rows)
+    assert records.at[0, "caption"] == "A purple square & a tree."  # normalised when built
+    accepted, rejected = ingest(records, IngestConfig(image=SMALL))
+    assert accepted["record_id"].tolist() == [records.at[0, "record_id"]]
+    assert rejected["stage"].tolist() == ["source", "duplicate_id", "image"]
+    assert rejected["reason"].tolist()[:2] == [
+        "metadata.jsonl line 9: invalid JSON",
+        f"repeats record {records.at[0, 'record_id']} (same image bytes and texts), kept from test",
+    ]
+    # the bytes that are not an image are not copied; their hash and size are
+    page = rejected.iloc[2]
+    assert page["image"] is None and page["image_size_bytes"] == len(b"<html>404 not found</html>")
+    assert page["image_sha256"] == hashlib.sha256(b"<html>404 not found</html>").hexdigest()
 
 
 def test_empty_input_gives_empty_frames_with_columns():
@@ -212,7 +240,10 @@ def test_ingest_never_loses_or_invents_records(records, distance):
     assert len(accepted) + len(rejected) == len(records)
     out = Counter(accepted["record_id"]) + Counter(rejected["record_id"])
     assert out == Counter(records["record_id"])
-    assert set(rejected["stage"]) <= {"license", "image", "dedup"}
+    assert set(rejected["stage"]) <= {"duplicate_id", "license", "image", "dedup"}
+    # the same record twice: the second is rejected, naming the first
+    repeats = rejected[rejected["stage"] == "duplicate_id"]
+    assert all(f"repeats record {rid}" in reason for rid, reason in zip(repeats["record_id"], repeats["reason"]))
     assert all(isinstance(r, str) and r for r in rejected["reason"])
     assert list(accepted.columns) == ACCEPTED_COLUMNS
     assert list(rejected.columns) == REJECTED_COLUMNS

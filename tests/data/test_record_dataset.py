@@ -40,7 +40,7 @@ def frame():
 
 def story_dataset(records, tokenizer, image_size, max_tokens, column="story", **kwargs):
     fields = [TextField(column, tokenizer, max_tokens)]
-    return RecordDataset(records, image_size=image_size, texts=fields, **kwargs), RecordCollator(fields)
+    return RecordDataset(records, image=image_size, texts=fields, **kwargs), RecordCollator(fields)
 
 
 def test_items_and_batches():
@@ -77,11 +77,14 @@ def test_eos_stays_a_target_when_pad_equals_eos():
     assert batch["labels"][0, short:].eq(-100).all()
 
 
-def test_long_texts_are_cut_keeping_eos():
+def test_long_texts_are_cut_without_an_end_token():
     tokenizer = word_tokenizer()
     ids = encode_texts(["a blue square . it was calm and the end ."], tokenizer, max_tokens=5)[0]
-    assert len(ids) == 5 and ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(ids[1:-1]) == "a blue square"
+    # the story goes on: teaching eos here would teach stories to stop early
+    assert len(ids) == 5 and ids[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in ids
+    assert tokenizer.decode(ids[1:]) == "a blue square ."
+    short = encode_texts(["a red circle ."], tokenizer, max_tokens=6)[0]
+    assert short[-1] == tokenizer.eos_token_id and len(short) == 6
     with pytest.raises(ValueError, match="max_tokens must be >= 2"):
         encode_texts(["a"], tokenizer, max_tokens=1)
 
@@ -130,7 +133,7 @@ def test_groups_become_items_with_frames_in_order():
     tokenizer = word_tokenizer()
     fields = [TextField("caption", tokenizer, 8, key="frame")]
     with pytest.warns(UserWarning, match="outside a whole group of 3"):
-        dataset = RecordDataset(_sequences(), image_size=4, texts=fields, group_size=3)
+        dataset = RecordDataset(_sequences(), image=4, texts=fields, group_size=3)
     assert len(dataset) == 2 and dataset.dropped == 2  # the incomplete group's two frames
     item = dataset[0]
     assert item["pixels"].shape == (3, 4, 4, 3)

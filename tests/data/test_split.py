@@ -76,7 +76,7 @@ def test_missing_group_ids_fail():
     records.loc[1, "group_id"] = None
     with pytest.raises(ValueError, match="group_id is missing for 1 record"):
         split_by_group(records)
-    with pytest.raises(ValueError, match="no 'group_id' column"):
+    with pytest.raises(ValueError, match="neither 'family_id' nor 'group_id'"):
         split_by_group(records.drop(columns="group_id"))
 
 

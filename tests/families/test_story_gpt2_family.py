@@ -60,7 +60,19 @@ def _make_prefix_constant(model: StoryGPT2, value: float) -> None:
 
 
 def _settings(**kwargs) -> StoryEvalSettings:
-    return StoryEvalSettings(**{**FAST, **kwargs})
+    """Controls that need no training records; a test that wants the others asks for them."""
+    return StoryEvalSettings(**{**FAST, "controls": ["shuffled_images", "zeroed_prefix"], "baselines": [], **kwargs})
+
+
+def test_default_conditions_are_the_in_distribution_controls_and_the_retrieval_baseline(tokenizer):
+    settings = StoryEvalSettings(**FAST)
+    assert settings.controls == ["shuffled_images", "mean_prefix"] and settings.baselines == ["nearest_neighbour"]
+    records = scene_records()
+    result = evaluate_story_model(_tiny_model(tokenizer), records.iloc[:4], settings, train_records=records)
+    table = result.metrics.set_index("condition")
+    assert list(table.index) == ["model", "shuffled_images", "mean_prefix", "nearest_neighbour"]
+    # the retrieval baseline copies the story of the same-coloured training image: perfect here
+    assert table.at["nearest_neighbour", "pair_f1"] == 1.0 and table.at["nearest_neighbour", "kind"] == "baseline"
 
 
 def test_the_family_is_registered_with_its_pieces():

@@ -141,7 +141,7 @@ def test_images_to_tensor_accepts_any_mode_and_size():
     rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 255))
     grey = Image.new("L", (64, 64), 128)
     palette = Image.new("P", (33, 33), 0)
-    batch = images_to_tensor([rgba, grey, palette], size=16)
+    batch = images_to_tensor([rgba, grey, palette], 16)
     assert batch.shape == (3, 3, 16, 16) and batch.dtype == torch.float32
     assert torch.allclose(batch[0, :, 5, 5], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.allclose(batch[1], torch.full((3, 16, 16), 128 / 255))
@@ -150,7 +150,7 @@ def test_images_to_tensor_accepts_any_mode_and_size():
 
 def test_transparent_pixels_become_white():
     clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
-    assert torch.allclose(images_to_tensor([clear], size=8), torch.ones(1, 3, 8, 8))
+    assert torch.allclose(images_to_tensor([clear], 8), torch.ones(1, 3, 8, 8))
 
 
 def test_decode_image_round_trips_png_and_rejects_garbage():

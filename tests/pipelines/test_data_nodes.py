@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -11,7 +13,9 @@ from PIL import Image
 
 from multimodal_lab.data.records import make_record, records_frame
 from multimodal_lab.pipelines.ingest.nodes import ingest_records
-from multimodal_lab.pipelines.prepare import create_corpus_pipeline
+from multimodal_lab.data.corpora import CorpusSpec
+from multimodal_lab.data.corpora import select_corpus as select_corpus_library
+from multimodal_lab.pipelines.prepare import create_pipeline as create_prepare_pipeline
 from multimodal_lab.pipelines.prepare.nodes import select_corpus
 from multimodal_lab.pipelines.sources.nodes import load_local_folder, load_scene_world, merge_sources
 
@@ -39,10 +43,12 @@ def test_disabled_source_gives_an_empty_record_frame():
 
 
 def test_local_folder_needs_a_path_and_rejects_unknown_keys(tmp_path):
-    with pytest.raises(ValueError, match="local_folder.path is required"):
+    with pytest.raises(ValueError, match=r"missing parameter\(s\) \['path'\] in params:sources.local_folder"):
         load_local_folder({"enabled": True})
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['pth'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'pth' \(did you mean 'path'\?\)"):
         load_local_folder({"enabled": True, "pth": str(tmp_path)})
+    with pytest.raises(TypeError, match="params:sources.local_folder.max_bytes' must be an integer"):
+        load_local_folder({"enabled": True, "path": str(tmp_path), "max_bytes": "1MB"})
     with pytest.raises(Exception, match="does not exist"):
         load_local_folder({"enabled": True, "path": str(tmp_path / "missing")})
 
@@ -69,21 +75,31 @@ def test_ingest_conserves_records_and_summarises(tmp_path):
             make_record(image=_png("red"), source="t", corpus="scene", caption="d", license="CC BY 4.0"),
         ]
     )
+    raw = merge_sources(raw, raw.iloc[:1])  # a second source delivers the first record again
     accepted, rejected, summary = ingest_records(raw, INGEST)
     assert sorted(accepted.record_id.tolist() + rejected.record_id.tolist()) == sorted(raw.record_id)
-    assert summary["input"] == 4 and summary["accepted"] == 1 and summary["rejected"] == 3
-    assert set(rejected["stage"]) == {"license", "image", "dedup"}
+    assert summary["source_rows"] == 5 and summary["accepted"] == 1 and summary["rejected"] == 4
+    assert set(rejected["stage"]) == {"duplicate_id", "license", "image", "dedup"}
+
+
+def _splits(records, split="train"):
+    return pd.DataFrame({"record_id": records["record_id"], "family_id": records["family_id"],
+                         "split": [split] * len(records)})
 
 
 def test_unknown_corpus_key_and_empty_corpus():
     records = records_frame([make_record(image=_png("red"), source="t", corpus="scene", caption="a", story="s")])
     with pytest.raises(ValueError, match="'text_feld'"):
-        select_corpus(records, {"corpus": ["scene"], "text_feld": "story"})
-    with pytest.raises(ValueError, match=r"corpus \['art'\] is empty after ingest"):
-        select_corpus(records, {"corpus": ["art"], "text_field": "caption"})
+        select_corpus(records, _splits(records), {"corpus": ["scene"], "text_feld": "story"})
+    with pytest.raises(ValueError, match=r"corpus \['art'\] has no train or val or test records"):
+        select_corpus(records, _splits(records), {"corpus": ["art"], "text_field": "caption"})
+    with pytest.raises(ValueError, match=r"has no val or test records"):
+        select_corpus(records, _splits(records), {"corpus": ["scene"], "text_field": "story"})
+    with pytest.raises(ValueError, match="unknown parameter 'val_ratio'"):
+        select_corpus(records, _splits(records), {"corpus": ["scene"], "text_field": "story", "val_ratio": 0.1})
 
 
-def test_sequence_corpus_keeps_only_whole_groups():
+def test_sequence_corpus_keeps_only_whole_groups_and_says_why():
     rows = [
         make_record(image=_png((i, 0, 0)), source="t", corpus="sequence", caption=f"f{i}", group_id="g1", frame_index=i)
         for i in range(5)
@@ -91,34 +107,68 @@ def test_sequence_corpus_keeps_only_whole_groups():
         make_record(image=_png((0, i, 0)), source="t", corpus="sequence", caption=f"h{i}", group_id="g2", frame_index=i)
         for i in (0, 1, 3)
     ]
-    selected = select_corpus(records_frame(rows), {"corpus": ["sequence"], "text_field": "caption", "group_size": 5})
+    records = records_frame(rows)
+    selection = select_corpus_library(records, pd.Series(["test"] * len(records)),
+                                      CorpusSpec(corpus=["sequence"], text_field="caption", group_size=5), "sequence")
+    selected = selection.splits["test"]
     assert selected.group_id.unique().tolist() == ["g1"]
     assert selected.frame_index.tolist() == [0, 1, 2, 3, 4]
+    assert len(selection.skipped) == 3
+    assert selection.skipped["reason"].str.contains("group g2 has frames \\[0, 1, 3\\], not 0-4").all()
 
 
-def test_corpus_pipeline_slice_with_in_memory_catalog(tmp_path):
+def test_prepare_pipeline_with_in_memory_catalog_splits_once_and_accounts_for_every_row(tmp_path):
     from multimodal_lab.data.scene_world import SceneWorldConfig, generate_scene_world
 
-    records = generate_scene_world(SceneWorldConfig(seed=1, n_scenes=80, n_engravings=0, n_sequences=0,
-                                                    bad_license_fraction=0.0, damaged_fraction=0.0))
+    raw = generate_scene_world(SceneWorldConfig(seed=1, n_scenes=120, n_engravings=40, n_sequences=8,
+                                                bad_license_fraction=0.1, damaged_fraction=0.05))
     # a word unique to each record: only train records' words may enter the vocabulary
-    records = records.assign(story=records.story + " marker" + records.record_id.str[:6] + ".")
-    spec = {"corpus": ["scene"], "text_field": "story", "val_ratio": 0.2,
-            "vocab": {"kind": "word", "min_frequency": 1, "max_size": 500}}
-    catalog = DataCatalog(
-        {
-            "captioned_records": MemoryDataset(records),
-            "params:story.corpus": MemoryDataset(spec),
-            # the runner releases in-memory intermediates; pickles keep them for the asserts
-            "story.train_records": PickleDataset(filepath=str(tmp_path / "train.pkl")),
-            "story.val_records": PickleDataset(filepath=str(tmp_path / "val.pkl")),
-        }
-    )
-    outputs = SequentialRunner().run(create_corpus_pipeline("story"), catalog)
-    train, val = catalog.load("story.train_records"), catalog.load("story.val_records")
-    tokenizer = outputs["story.tokenizer"].load()
-    assert len(train) + len(val) == 80 and len(val) > 0
-    assert set(train.group_id).isdisjoint(val.group_id)
+    raw = raw.assign(story=[s if s is None else f"{s} marker{r[:6]}." for s, r in zip(raw.story, raw.record_id)])
+    accepted, ingest_rejected, _ = ingest_records(raw, {"near_duplicate_distance": 0})
+    orphan = make_record(image=_png("green"), source="t", corpus="poems", caption="a poem", license="CC0")
+    accepted = pd.concat([accepted, records_frame([orphan]).assign(
+        license_spdx="CC0-1.0", image_hash="h", width=64, height=64)], ignore_index=True)
+    raw = pd.concat([raw, records_frame([orphan])], ignore_index=True)
+    vocab = {"kind": "word", "min_frequency": 1, "max_size": 500}
+    data = {
+        "raw_records": raw,
+        "ingest_rejected_records": ingest_rejected,
+        "text_rejected_records": ingest_rejected.iloc[:0],
+        "captioned_records": accepted,
+        "params:split": {"train": 0.6, "val": 0.2, "test": 0.2},
+        "params:ingest": {},
+        "params:story.corpus": {"corpus": ["scene"], "text_field": "story", "vocab": vocab},
+        "params:caption.corpus": {"corpus": ["scene"], "text_field": "caption", "vocab": vocab},
+        "params:art.corpus": {"corpus": ["engraving"], "text_field": "caption", "vocab": vocab},
+        "params:sequence.corpus": {"corpus": ["sequence"], "text_field": "caption", "group_size": 5,
+                                   "vocab": vocab},
+    }
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in data.items()})
+    # the runner releases in-memory intermediates; pickles keep them for the asserts
+    kept = [f"{c}.{s}_records" for c in ("story", "caption", "art", "sequence") for s in ("train", "val", "test")]
+    for name in [*kept, "rejected_records", "data_summary", "story.tokenizer"]:
+        catalog[name] = PickleDataset(filepath=str(tmp_path / f"{name}.pkl"))
+    SequentialRunner().run(create_prepare_pipeline(), catalog)
+    load = catalog.load
+    rejected, summary = load("rejected_records"), load("data_summary")
+
+    # every source row: in a corpus split, or rejected with a stage and a reason
+    placed = set().union(*(set(load(name)["record_id"]) for name in kept))
+    assert Counter(raw["record_id"]) == Counter(list(rejected["record_id"]) + [r for r in raw["record_id"]
+                                                                                  if r in placed])
+    assert summary["source_rows"] == len(raw) == summary["in_corpora"] + summary["rejected"]
+    assert rejected["reason"].map(lambda r: isinstance(r, str) and len(r) > 5).all()
+    poem = rejected[rejected["record_id"] == orphan["record_id"]]
+    assert poem["stage"].tolist() == ["corpus"] and "corpus 'poems'" in poem["reason"].iat[0]
+    # one split for all corpora: a scene's story and its caption are on the same side
+    for split in ("train", "val", "test"):
+        assert set(load(f"story.{split}_records")["record_id"]) == set(load(f"caption.{split}_records")["record_id"])
+    sides = [set(load(f"sequence.{split}_records")["group_id"]) for split in ("train", "val", "test")]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    # the vocabulary saw train stories only
+    tokenizer = load("story.tokenizer")
     unk = tokenizer.unk_token_id
-    assert all(tokenizer.convert_tokens_to_ids(f"marker{r[:6]}") != unk for r in train.record_id)
-    assert all(tokenizer.convert_tokens_to_ids(f"marker{r[:6]}") == unk for r in val.record_id)
+    assert all(tokenizer.convert_tokens_to_ids(f"marker{r[:6]}") != unk for r in load("story.train_records").record_id)
+    for split in ("val", "test"):
+        assert all(tokenizer.convert_tokens_to_ids(f"marker{r[:6]}") == unk
+                   for r in load(f"story.{split}_records").record_id)

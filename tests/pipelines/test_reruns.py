@@ -61,5 +61,5 @@ def test_ingest_reruns_from_pinned_raw_records(kedro_project):
     assert f"--load-versions=raw_records:{raw_v1}" in versions["rerun_command"]
     assert "--pipelines=ingest" in versions["rerun_command"]
     # the ingest summary (a metrics dataset) reached MLflow as metrics
-    assert run.data.metrics["input"] == len(raw1)
+    assert run.data.metrics["source_rows"] == len(raw1)
     assert run.data.metrics["accepted"] + run.data.metrics["rejected"] == len(raw1)

@@ -23,18 +23,21 @@ from project_copy import make_project_copy
 pytestmark = pytest.mark.slow
 
 #: ``conf/test`` story_gpt2 run, seed 0: metrics per condition (exact up to float noise).
+#: History: the move onto the family machinery left the landed main's figures unchanged
+#: (model perplexity 137.4074092160537 on the val split); the three-way split by family,
+#: the test split as the evaluated one, the mean-prefix control, the nearest-neighbour
+#: baseline and per-token validation loss gave these.
 PINNED = {
-    ("model", "perplexity"): 137.4074092160537,
-    ("model", "distinct_1"): 0.02631578947368421,
-    ("model", "mean_words"): 19.0,
+    ("model", "perplexity"): 131.62414135507683,
+    ("model", "distinct_1"): 0.003472222222222222,
+    ("model", "mean_words"): 24.0,
     ("model", "pair_f1"): 0.0,
-    ("shuffled_images", "perplexity"): 137.4028162736238,
-    ("shuffled_images", "repeated_3gram_rate"): 0.7352941176470589,
-    ("zeroed_prefix", "perplexity"): 137.64378652538636,
-    ("zeroed_prefix", "distinct_2"): 0.0392156862745098,
-    ("zeroed_prefix", "mean_words"): 18.0,
+    ("shuffled_images", "perplexity"): 131.7102481198849,
+    ("mean_prefix", "perplexity"): 131.6499603679292,
+    ("nearest_neighbour", "pair_f1"): 0.052631578947368425,
+    ("nearest_neighbour", "distinct_2"): 0.5241935483870968,
 }
-PINNED_FINAL_LOSSES = {"train_loss": 4.897002696990967, "val_loss": 4.922950267791748}
+PINNED_FINAL_LOSSES = {"train_loss": 4.870211124420166, "val_loss": 4.912939501981597}
 
 
 def _only_version(folder: Path) -> Path:
@@ -82,13 +85,20 @@ def test_story_gpt2_writes_model_metrics_report_and_tracks_them(story_run):
     tokenizer = json.loads((_only_version(data / "04_feature/story/tokenizer") / "tokenizer.json").read_text())
     vocabulary = len(tokenizer["model"]["vocab"])
 
-    assert list(table["condition"]) == ["model", "shuffled_images", "zeroed_prefix"]
-    assert list(table["kind"]) == ["model", "control", "control"]
+    assert list(table["condition"]) == ["model", "shuffled_images", "mean_prefix", "nearest_neighbour"]
+    assert list(table["kind"]) == ["model", "control", "control", "baseline"]
     # 24 steps learn the language well below a uniform guess over the vocabulary
-    assert 1.0 < metrics["val/perplexity"] < 0.7 * vocabulary
+    assert 1.0 < metrics["test/perplexity"] < 0.7 * vocabulary
+    # the evaluation ran on the test split: its records are the story corpus' test records
+    test_ids = set(pd.read_parquet(_only_version(data / "05_model_input/story/test_records.parquet"))["record_id"])
+    samples = json.loads(_only_version(data / "07_model_output/story_gpt2/samples.json").read_text())
+    assert samples and {s["record_id"] for s in samples} <= test_ids
+    # the ledger balanced and went to MLflow with the rest
+    summary = json.loads(_only_version(data / "08_reporting/data_summary.json").read_text())
+    assert summary["source_rows"] == summary["in_corpora"] + summary["rejected"] > 0
     assert training["steps"] == 24 and training["history"][0]["step"] == 1
     assert training["history"][-1]["train_loss"] < training["history"][0]["train_loss"] - 0.5
-    assert "<html" in report.lower() and "shuffled_images" in report and "zeroed_prefix" in report
+    assert "<html" in report.lower() and "shuffled_images" in report and "nearest_neighbour" in report
     # checkpoints of a finished run are cleaned up; the model is in the catalog
     assert not any((data / "06_models/story_gpt2/checkpoints").glob("*/*"))
     saved = json.loads((_only_version(data / "06_models/story_gpt2/model") / "config.json").read_text())
@@ -101,7 +111,8 @@ def test_story_gpt2_writes_model_metrics_report_and_tracks_them(story_run):
     )
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
-    assert run.data.metrics["val/perplexity"] == pytest.approx(metrics["val/perplexity"])
+    assert run.data.metrics["test/perplexity"] == pytest.approx(metrics["test/perplexity"])
+    assert run.data.metrics["source_rows"] == summary["source_rows"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "story_gpt2")}
     assert "story_gpt2/report.html" in artifacts
 

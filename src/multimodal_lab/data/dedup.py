@@ -4,9 +4,10 @@ Two records are duplicates when their normalised images are identical (same sha2
 or perceptually alike (64-bit pHash within ``max_distance`` bits, Hamming distance,
 optionally confirmed by a small colour-thumbnail comparison: pHash is computed on
 grey levels, so distinct images with the same layout can share a hash).
-Records of the same ``group_id`` are never compared: frames of one sequence are
-meant to look alike. Records with the same ``record_id`` are always duplicates
-(the same record delivered twice), whatever their group.
+Records of the same family (``family_id``: the frames of one sequence, the windows of
+one story) are never compared: they are meant to look alike, and the split keeps them
+on one side anyway. Records with the same ``record_id`` are always duplicates (the same
+record delivered twice), whatever their family.
 
 Order: records are visited in input order and each is compared with the records
 kept so far, so the first occurrence is the one kept and the result does not
@@ -166,7 +167,7 @@ def deduplicate(
     max_pixel_difference: float | None = None,
     progress: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Dedup stage of ingest: drop exact and near-duplicate images across groups.
+    """Dedup stage of ingest: drop exact and near-duplicate images across families.
 
     Args:
         records: record frame with decodable ``image`` bytes (normally the output of
@@ -197,7 +198,9 @@ def deduplicate(
         )
     n = len(records)
     record_ids = records["record_id"].tolist()
-    group_codes, _ = pd.factorize(records["group_id"], use_na_sentinel=False)
+    # Frames without a family column (older frames) fall back to their group.
+    family = records["family_id"] if "family_id" in records.columns else records["group_id"]
+    group_codes, _ = pd.factorize(family, use_na_sentinel=False)
     exact_keys = _column_or(
         records, "image_hash", lambda b: hashlib.sha256(bytes(b)).hexdigest(), "hash images", progress
     )

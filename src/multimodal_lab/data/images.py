@@ -7,18 +7,28 @@ give the same output bytes, so ``image_hash`` (sha256 of the output) is a stable
 content id for exact de-duplication and for caches keyed by image.
 
 Anything that cannot be read becomes a rejection with a reason, never an exception:
-empty files, truncated files, non-images, images above ``max_pixels`` (decompression
-bombs) and images with a side below ``min_side``.
+empty files, truncated files, non-images, files above ``max_bytes``, images above
+``max_pixels`` (decompression bombs) and images with a side below ``min_side``.
+
+This module is also the one way an image becomes model input. :func:`open_image`
+applies the byte and pixel limits before anything is decoded (every place that opens a
+user's image calls it: sources, inference, reports), :func:`to_rgb` turns any mode into
+RGB the same way everywhere (16-bit grey scaled, transparency over a background), and
+:class:`ImageInput` — the size, fit mode, resampling and background a model was trained
+with, saved in its ``config.json`` — makes a model's input from any picture exactly as
+ingest made its training images.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import logging
+import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +49,9 @@ _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+#: Defaults of the limits every decode applies before decoding (see :func:`open_image`).
+DEFAULT_MAX_BYTES = 50_000_000
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,8 @@ class ImagePolicy:
     size: tuple[int, int] = (256, 256)  # target (width, height); ignored when mode='none'
     mode: str = "pad"  # 'pad' (fit inside, fill with background) | 'center_crop' | 'stretch' | 'none'
     min_side: int = 32  # reject images whose shorter side (before resizing) is below this
-    max_pixels: int = 40_000_000  # reject width*height above this: decompression-bomb guard
+    max_pixels: int = DEFAULT_MAX_PIXELS  # reject width*height above this: decompression-bomb guard
+    max_bytes: int = DEFAULT_MAX_BYTES  # reject encoded files larger than this, before reading them
     output_format: str = "PNG"  # only PNG: lossless and deterministic to re-encode
     background: tuple[int, int, int] = (255, 255, 255)  # behind transparency and padding
     resample: str = "bicubic"  # resize filter: nearest | bilinear | bicubic | lanczos | box
@@ -64,6 +78,8 @@ class ImagePolicy:
             raise ValueError(f"ImagePolicy.mode {self.mode!r} is not one of {RESIZE_MODES}")
         if self.min_side < 1:
             raise ValueError(f"ImagePolicy.min_side must be >= 1, got {self.min_side}")
+        if self.max_bytes < 1:
+            raise ValueError(f"ImagePolicy.max_bytes must be >= 1, got {self.max_bytes}")
         if self.max_pixels < self.min_side**2:
             raise ValueError(
                 f"ImagePolicy.max_pixels {self.max_pixels} is below min_side**2 "
@@ -82,7 +98,7 @@ class ImagePolicy:
             raise ValueError(f"ImagePolicy.png_compress_level must be 0-9, got {self.png_compress_level}")
 
 
-class ImageRejected(Exception):
+class ImageRejected(ValueError):
     """An image failed validation; ``str(exc)`` is the reason recorded for the record."""
 
 
@@ -97,8 +113,39 @@ class NormalizedImage:
     phash: str  # 64-bit perceptual hash (16 hex chars) of the output, for near-dedup
 
 
-def _open_checked(data: bytes, policy: ImagePolicy) -> Image.Image:
-    """Open (header only), enforce the pixel budget, verify, and fully decode."""
+def open_image(source: bytes | bytearray | memoryview | str | os.PathLike, *,
+               max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+               verify: bool = False) -> Image.Image:
+    """Open an encoded image (bytes or a file), enforcing the limits before decoding it.
+
+    The byte count is checked before a file is read, the pixel count from the header
+    before any pixel is decoded (a decompression bomb costs nothing), and only then is
+    the image fully loaded, so a damaged file fails here and not later.
+
+    Args:
+        source: encoded bytes, or the path of an image file.
+        max_bytes: largest accepted encoded size.
+        max_pixels: largest accepted width * height.
+        verify: also run PIL's structural check (e.g. PNG chunk CRCs) first.
+
+    Returns:
+        The fully loaded image, in its own mode and size.
+
+    Raises:
+        ImageRejected: with the reason (too large, not an image, damaged, ...).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageRejected(f"file is {size} bytes, above max_bytes {max_bytes}")
+        data = path.read_bytes()
+    else:
+        data = bytes(source)
+    if len(data) > max_bytes:
+        raise ImageRejected(f"image is {len(data)} bytes, above max_bytes {max_bytes}")
+    if not data:
+        raise ImageRejected("image is empty (0 bytes)")
     with warnings.catch_warnings():
         # Our max_pixels check below is the authoritative guard; PIL's warning would
         # only duplicate it. PIL's hard error (above 2x its own limit) is still caught.
@@ -110,23 +157,54 @@ def _open_checked(data: bytes, policy: ImagePolicy) -> Image.Image:
         except Image.UnidentifiedImageError:
             raise ImageRejected("not a recognised image format") from None
         width, height = image.size
-        if width * height > policy.max_pixels:
+        if width * height > max_pixels:
             raise ImageRejected(
                 f"image is {width}x{height} = {width * height} pixels, above max_pixels "
-                f"{policy.max_pixels} (decompression-bomb guard)"
+                f"{max_pixels} (decompression-bomb guard)"
             )
         if width < 1 or height < 1:
             raise ImageRejected(f"image has an empty size {width}x{height}")
-        # verify() checks structure (e.g. PNG chunk CRCs) that a plain decode may skip,
-        # but leaves the object unusable, so the image is reopened to decode it.
-        image.verify()
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        try:
+            if verify:
+                # verify() checks structure that a plain decode may skip, but leaves the
+                # object unusable, so the image is reopened to decode it.
+                image.verify()
+                image = Image.open(io.BytesIO(data))
+            image.load()
+        except ImageRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - hostile files raise OSError, SyntaxError, struct.error, ...
+            message = str(exc) or "no detail"
+            raise ImageRejected(f"cannot decode image ({type(exc).__name__}: {message})") from None
     return image
 
 
-def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Convert any PIL mode to RGB; transparency is composited over ``background``."""
+def is_image_bytes(data: Any, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
+    """True when ``data`` has a recognised image header within the limits (nothing is decoded)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or not data or len(data) > max_bytes:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(bytes(data))) as image:
+                width, height = image.size
+        except Exception:  # noqa: BLE001 - any failure means "not an image we keep"
+            return False
+    return 0 < width * height <= max_pixels
+
+
+def _open_checked(data: bytes, policy: ImagePolicy) -> Image.Image:
+    """Open with the policy's limits and PIL's structural check (the ingest path)."""
+    return open_image(data, max_bytes=policy.max_bytes, max_pixels=policy.max_pixels, verify=True)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited over ``background``.
+
+    16-bit (and 32-bit integer) grey is scaled into 8 bits (``value // 257``) rather than
+    clipped; float grey is clipped to 0-255. Every place that turns a picture into
+    pixels (ingest, model input, report thumbnails) uses this one conversion.
+    """
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit (and 32-bit int) grey: PIL's convert('L') clips at 255, turning most
@@ -148,15 +226,92 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
     return image.convert("RGB")
 
 
-def _resize(image: Image.Image, policy: ImagePolicy) -> Image.Image:
-    method = _RESAMPLING[policy.resample]
-    if policy.mode == "none" or image.size == policy.size:
+def fit_image(image: Image.Image, size: tuple[int, int], mode: str = "pad", resample: str = "bicubic",
+              background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Bring an RGB image to ``size`` (width, height) by a fit mode.
+
+    Args:
+        image: an RGB image.
+        size: target (width, height).
+        mode: "pad" (fit inside, fill the rest with ``background``; nothing is cut),
+            "center_crop" (fill, cutting the overflow), "stretch" (ignore the aspect
+            ratio) or "none" (keep the size).
+        resample: filter name: nearest, bilinear, bicubic, lanczos or box.
+        background: RGB fill for "pad".
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"image fit mode {mode!r} is not one of {RESIZE_MODES}")
+    if resample not in _RESAMPLING:
+        raise ValueError(f"resample {resample!r} is not one of {sorted(_RESAMPLING)}")
+    method = _RESAMPLING[resample]
+    size = (int(size[0]), int(size[1]))
+    if mode == "none" or image.size == size:
         return image
-    if policy.mode == "stretch":
-        return image.resize(policy.size, method)
-    if policy.mode == "center_crop":
-        return ImageOps.fit(image, policy.size, method, centering=(0.5, 0.5))
-    return ImageOps.pad(image, policy.size, method, color=policy.background, centering=(0.5, 0.5))
+    if mode == "stretch":
+        return image.resize(size, method)
+    if mode == "center_crop":
+        return ImageOps.fit(image, size, method, centering=(0.5, 0.5))
+    return ImageOps.pad(image, size, method, color=tuple(background), centering=(0.5, 0.5))
+
+
+def _resize(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    return fit_image(image, policy.size, policy.mode, policy.resample, policy.background)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How a model's input image is made from any picture: the ingest policy it was trained on.
+
+    Saved in every model's ``config.json``, so a model directory alone says how its
+    inputs are made; inference applies it to a user's photo exactly as ingest applied
+    it to the training images (an RGB conversion, then the same fit).
+    """
+
+    size: int = 64  # square side S of the model input, in pixels
+    mode: str = "pad"  # fit mode: "pad", "center_crop" or "stretch" (see fit_image)
+    resample: str = "bicubic"  # resize filter (see fit_image)
+    background: tuple[int, int, int] = (255, 255, 255)  # behind transparency and padding
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "background", tuple(int(c) for c in self.background))
+        if self.size < 1:
+            raise ValueError(f"ImageInput.size must be >= 1, got {self.size}")
+        if self.mode not in ("pad", "center_crop", "stretch"):
+            raise ValueError(f"ImageInput.mode {self.mode!r} is not one of 'pad', 'center_crop', 'stretch'")
+        if self.resample not in _RESAMPLING:
+            raise ValueError(f"ImageInput.resample {self.resample!r} is not one of {sorted(_RESAMPLING)}")
+
+    @classmethod
+    def from_policy(cls, policy: ImagePolicy) -> ImageInput:
+        """The model input an ingest policy produces.
+
+        Raises:
+            ValueError: when the policy does not produce square images of one size
+                (models take S x S input), naming the setting to change.
+        """
+        width, height = policy.size
+        if policy.mode == "none" or width != height:
+            raise ValueError(
+                f"ingest produces images of mode {policy.mode!r} and size {list(policy.size)}; models need one "
+                "square size: set params:ingest.image.size to [S, S] and mode to pad, center_crop or stretch"
+            )
+        return cls(size=width, mode=policy.mode, resample=policy.resample, background=policy.background)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None, size: int) -> ImageInput:
+        """From a saved config's ``image_input`` block; None (models saved before it existed)
+        gives what inference did then: a bilinear stretch to ``size``."""
+        if not values:
+            return cls(size=size, mode="stretch", resample="bilinear")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "mode": self.mode, "resample": self.resample, "background": list(self.background)}
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """Any PIL image -> the RGB S x S image the model reads."""
+        return fit_image(to_rgb(image, self.background), (self.size, self.size), self.mode, self.resample,
+                         self.background)
 
 
 def normalize_image(data: Any, policy: ImagePolicy) -> NormalizedImage:
@@ -187,7 +342,7 @@ def normalize_image(data: Any, policy: ImagePolicy) -> NormalizedImage:
             # Without a readable orientation the picture may be sideways; better rejected.
             raise ImageRejected(f"cannot apply EXIF orientation: {type(exc).__name__}: {exc}") from None
         try:
-            image = _to_rgb(image, policy.background)
+            image = to_rgb(image, policy.background)
         except ValueError as exc:
             raise ImageRejected(f"cannot convert mode {image.mode} to RGB: {exc}") from None
         width, height = image.size

@@ -5,13 +5,15 @@ text fields, each with its tokenizer and length limit. Records that form groups 
 5-frame sequences) are read group by group, frames in order:
 
     texts = [TextField(column="story", tokenizer=tok, max_tokens=72)]
-    dataset = RecordDataset(records, image_size=64, texts=texts)
+    dataset = RecordDataset(records, image=ImageInput(size=64), texts=texts)
     batch = RecordCollator(texts)([dataset[0], dataset[1]])
     # batch["images"]: (B, 3, S, S); batch["input_ids"|"attention_mask"|"labels"]: (B, T)
 
 With ``group_size=G`` every item is one group: ``images`` (B, G, 3, S, S) and each text
 field (B, G, T). Each text is tokenised as ``bos text eos``; the labels repeat the ids
-with -100 on bos and padding, so a loss covers exactly the words and the end token.
+with -100 on bos and padding, so a loss covers exactly the words and the end token. A
+text longer than its limit is cut *without* its end token (the model must not learn that
+stories end there) and counted in ``truncated``.
 """
 from __future__ import annotations
 
@@ -25,14 +27,16 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from multimodal_lab.models.preprocess import arrays_to_tensor, decode_image, image_to_array
+from multimodal_lab.data.images import ImageInput
+from multimodal_lab.models.preprocess import arrays_to_tensor, as_image_input, decode_image, image_to_array
 
 #: Above this many bytes of decoded pixels the dataset decodes images lazily.
 CACHE_LIMIT_BYTES = 512 * 2**20
 
 
 def encode_texts(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> list[list[int]]:
-    """Tokenise texts as ``[bos] + tokens + [eos]``, cut to ``max_tokens`` (eos kept).
+    """Tokenise texts as ``[bos] + tokens + [eos]``; a longer text is cut to ``max_tokens``
+    without its eos (it did not end there).
 
     Args:
         texts: the stories (or captions).
@@ -52,8 +56,14 @@ def encode_texts_counted(texts: Sequence[str], tokenizer: PreTrainedTokenizerBas
     if eos is None:
         raise ValueError("the tokenizer has no eos token; the model needs one to learn where texts end")
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    truncated = sum(len(ids) > max_tokens - 2 for ids in encoded)
-    return [[bos, *ids[: max_tokens - 2], eos] for ids in encoded], truncated
+    out, truncated = [], 0
+    for ids in encoded:
+        if len(ids) > max_tokens - 2:
+            out.append([bos, *ids[: max_tokens - 1]])
+            truncated += 1
+        else:
+            out.append([bos, *ids, eos])
+    return out, truncated
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class RecordDataset(Dataset):
     Args:
         records: a record frame (see ``data.records``) with ``image`` bytes and the
             text columns; records (or groups) missing a text are dropped with a warning.
-        image_size: side S of the square model input.
+        image: how pictures become the model input (size, fit, resampling), or a side
+            length S for a bilinear stretch; images already at that size pass untouched.
         texts: the text fields to tokenise.
         group_size: 1 = one item per record; G > 1 = one item per ``group_id`` holding
             exactly frames 0..G-1 (other groups are dropped with a warning).
@@ -87,7 +98,7 @@ class RecordDataset(Dataset):
         self,
         records: pd.DataFrame,
         *,
-        image_size: int,
+        image: ImageInput | int,
         texts: Sequence[TextField],
         group_size: int = 1,
         cache_images: bool | None = None,
@@ -97,7 +108,8 @@ class RecordDataset(Dataset):
         for column in ("image", *(field.column for field in texts)):
             if column not in records.columns:
                 raise ValueError(f"records lack the column {column!r}; pass a record frame (data.records)")
-        self.image_size = int(image_size)
+        self.image_input = as_image_input(image)
+        self.image_size = self.image_input.size
         self.group_size = int(group_size)
         self.text_fields = list(texts)
         present = pd.Series(True, index=records.index)
@@ -146,7 +158,7 @@ class RecordDataset(Dataset):
         return groups
 
     def _decode(self, index: int) -> np.ndarray:
-        return image_to_array(decode_image(self.images[index]), self.image_size)  # (S, S, 3) uint8
+        return image_to_array(decode_image(self.images[index]), self.image_input)  # (S, S, 3) uint8
 
     def __len__(self) -> int:
         return self._length

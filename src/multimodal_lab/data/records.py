@@ -21,12 +21,15 @@ import pandas as pd
 #: Column name -> meaning. The order is the canonical column order.
 RECORD_COLUMNS: dict[str, str] = {
     "record_id": "stable id: sha256 of image bytes and texts, 16 hex chars (see make_record_id)",
-    "group_id": "story / sequence id; records of one group never straddle train and val",
+    "group_id": "story / sequence id: the records that form one item (a 5-frame sequence, a story)",
+    "family_id": "the records that must stay on one side of the split and are never deduplicated against "
+    "each other (a StoryReasoning story's windows); the group id unless a source says otherwise",
     "frame_index": "position inside the group (0 for a standalone image)",
     "corpus": "which material this is: 'scene', 'engraving', 'sequence' or a source-defined name",
     "image": "encoded image bytes as received (PNG, JPEG, ...); validated and re-encoded by ingest",
-    "caption": "one-sentence caption, or per-frame sentence for sequences; None when missing",
-    "story": "multi-sentence story; None when the source has none",
+    "caption": "one-sentence caption, or per-frame sentence for sequences; None when missing "
+    "(normalised by data.text.normalize_text)",
+    "story": "multi-sentence story; None when the source has none (normalised likewise)",
     "license": "licence string as found at the source (normalised to SPDX by the licence filter)",
     "source": "where it came from: 'scene_world', 'local_folder', 'web', 'huggingface'",
     "attribution": "author / credit line to show next to the material",
@@ -42,11 +45,21 @@ ACCEPTED_EXTRA_COLUMNS: dict[str, str] = {
     "height": "image height after normalisation",
 }
 
-#: Columns that ingest adds to rejected records.
+#: Columns that the stages add to rejected records.
 REJECTED_EXTRA_COLUMNS: dict[str, str] = {
-    "stage": "which ingest stage rejected the record: 'license', 'image', 'dedup', ...",
+    "stage": "which stage rejected the record: 'source', 'duplicate_id', 'license', 'image', 'dedup', "
+    "'text', 'corpus'",
     "reason": "human-readable reason, e.g. 'license CC-BY-NC-ND-4.0 not in allow-list'",
+    "image_sha256": "sha256 of the image bytes the rejecting stage saw: as received up to the image stage, "
+    "the normalised PNG after it ('' when there were none)",
+    "image_size_bytes": "length of those bytes; the bytes themselves are kept in 'image' only when they are "
+    "a recognised image format within the limits",
 }
+
+#: Metadata key a source sets on a row it could not read properly (a sidecar line that is not
+#: JSON, a file outside the folder, a dataset row without an image): ingest rejects the row at
+#: its first stage, 'source', with this text as the reason, so no row a source saw is lost.
+SOURCE_PROBLEM = "source_problem"
 
 
 def make_record_id(image: bytes, *texts: str | None) -> str:
@@ -69,27 +82,42 @@ def make_record(
     attribution: str = "",
     url: str = "",
     group_id: str | None = None,
+    family_id: str | None = None,
     frame_index: int = 0,
     metadata: Mapping[str, Any] | None = None,
+    problem: str | None = None,
 ) -> dict[str, Any]:
     """Build one record dict in canonical column order.
 
-    ``group_id`` defaults to the record id, so a standalone image is its own group.
+    ``group_id`` defaults to the record id, so a standalone image is its own group, and
+    ``family_id`` to the group id. Caption and story go through the project's one text
+    normalisation (``data.text.normalize_text``). A source that could not read a row
+    properly still builds its record, with the ``problem`` as text: ingest rejects it
+    with that reason instead of the row vanishing.
     """
-    record_id = make_record_id(image, caption, story, group_id, str(frame_index))
+    from multimodal_lab.data.text import normalize_text
+
+    caption, story = normalize_text(caption), normalize_text(story)
+    extra = (problem,) if problem else ()  # ids of ordinary records do not change with the problem field
+    record_id = make_record_id(image or b"", caption, story, group_id, str(frame_index), *extra)
+    metadata = dict(metadata or {})
+    if problem:
+        metadata[SOURCE_PROBLEM] = str(problem)
+    group = group_id if group_id is not None else record_id
     return {
         "record_id": record_id,
-        "group_id": group_id if group_id is not None else record_id,
+        "group_id": group,
+        "family_id": family_id if family_id is not None else group,
         "frame_index": int(frame_index),
         "corpus": corpus,
-        "image": bytes(image),
+        "image": bytes(image or b""),
         "caption": caption,
         "story": story,
         "license": license,
         "source": source,
         "attribution": attribution,
         "url": url,
-        "metadata": json.dumps(dict(metadata or {}), sort_keys=True),
+        "metadata": json.dumps(metadata, sort_keys=True, default=str),
     }
 
 
@@ -126,6 +154,17 @@ def split_rejections(
     rejected["stage"] = stage
     rejected["reason"] = pd.Series([r for r in reasons if r is not None], index=rejected.index, dtype=object)
     return records.loc[ok].copy(), rejected
+
+
+def source_problem(metadata: Any) -> str | None:
+    """The problem a source flagged on a record (see :data:`SOURCE_PROBLEM`), from its metadata JSON."""
+    if not metadata or SOURCE_PROBLEM not in str(metadata):
+        return None
+    try:
+        value = json.loads(metadata).get(SOURCE_PROBLEM)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
 
 
 def metadata_of(record: Mapping[str, Any]) -> dict[str, Any]:

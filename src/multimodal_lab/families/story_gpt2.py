@@ -13,7 +13,14 @@ import pandas as pd
 import torch
 
 from multimodal_lab.data.record_dataset import RecordCollator, RecordDataset, TextField, encode_texts, pad_texts
-from multimodal_lab.evaluation.harness import Baseline, Control, EvalSettings, Evaluation, evaluate
+from multimodal_lab.evaluation.harness import (
+    Baseline,
+    Control,
+    EvalSettings,
+    Evaluation,
+    evaluate,
+    nearest_neighbour_texts,
+)
 from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
@@ -39,7 +46,13 @@ CONTROLS: dict[str, Control] = {
     ),
 }
 
-BASELINES: dict[str, Baseline] = {}
+BASELINES: dict[str, Baseline] = {
+    "nearest_neighbour": Baseline(
+        "nearest_neighbour",
+        "the story of the training image nearest in 16x16 pixel space: reads the image, composes nothing",
+        lambda pool, records, settings: nearest_neighbour_texts(pool, records, settings.text_column),
+    ),
+}
 
 
 @dataclass
@@ -47,7 +60,8 @@ class StoryEvalSettings(EvalSettings):
     """Evaluation settings of story_gpt2 (the shared ones; controls default to the family's)."""
 
     text_column: str = TEXT_COLUMN  # reference text scored for perplexity ("story" or "caption")
-    controls: list[str] = field(default_factory=lambda: ["shuffled_images", "zeroed_prefix"])
+    controls: list[str] = field(default_factory=lambda: ["shuffled_images", "mean_prefix"])
+    baselines: list[str] = field(default_factory=lambda: ["nearest_neighbour"])
 
 
 def build(config: StoryGPT2Config, tokenizer) -> StoryGPT2:
@@ -61,7 +75,7 @@ def load(directory, map_location: str = "cpu") -> StoryGPT2:
 
 def training_data(model: StoryGPT2, records: pd.DataFrame) -> tuple[RecordDataset, RecordCollator]:
     texts = [TextField(TEXT_COLUMN, model.tokenizer, model.config.max_story_tokens)]
-    return RecordDataset(records, image_size=model.config.image_size, texts=texts), RecordCollator(texts)
+    return RecordDataset(records, image=model.image_input, texts=texts), RecordCollator(texts)
 
 
 class StoryConditioner:
@@ -73,8 +87,8 @@ class StoryConditioner:
         self.device = device
 
     def images(self, records: pd.DataFrame) -> torch.Tensor:
-        size = int(self.model.config.image_size)
-        pixels = np.stack([image_to_array(decode_image(b), size) for b in records["image"]])
+        spec = self.model.image_input
+        pixels = np.stack([image_to_array(decode_image(b), spec) for b in records["image"]])
         return arrays_to_tensor(torch.from_numpy(pixels)).to(self.device)  # (B, 3, S, S)
 
     def condition(self, records: pd.DataFrame) -> torch.Tensor:

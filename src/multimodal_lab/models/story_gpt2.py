@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from multimodal_lab.config import from_params
+from multimodal_lab.data.images import ImageInput
 from multimodal_lab.models.vision import VisionEncoder, build_encoder, encoder_spec
 
 CONFIG_FILE = "config.json"
@@ -57,6 +58,9 @@ class StoryGPT2Config:
     # the vision encoder: {"name": <registry name>, <that encoder's options>} (models.vision)
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "cnn"})
     image_size: int = 64  # square input side S in pixels
+    # how any picture becomes the S x S input (data.images.ImageInput: size, fit mode, resampling,
+    # background); the training node copies it from the ingest policy so the saved model knows it
+    image_input: dict[str, Any] | None = None
     prefix_tokens: int = 64  # k prefix embeddings handed to the language model
     mapper: str = "mlp"  # "mlp" (per token, or 1 token -> k) or "attention" (k learned queries)
     mapper_hidden: int = 256  # hidden width of the mapper MLP (0 = a single linear layer)
@@ -103,6 +107,11 @@ class StoryGPT2Config:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.encoder = encoder_spec(self.encoder, where="encoder")
+        if self.image_input is not None:
+            spec = ImageInput.from_dict(self.image_input, self.image_size)
+            if spec.size != self.image_size:
+                raise ValueError(f"image_input size {spec.size} differs from image_size {self.image_size}")
+            self.image_input = spec.to_dict()
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> StoryGPT2Config:
@@ -116,6 +125,7 @@ class StoryGPT2Output:
 
     loss: torch.Tensor | None  # mean cross-entropy over labelled story tokens
     logits: torch.Tensor  # (B, T, V) over the text positions only
+    num_targets: int | None = None  # labelled tokens the loss averages over (weights a validation mean)
 
 
 class PrefixMapper(nn.Module):
@@ -226,6 +236,11 @@ class StoryGPT2(nn.Module):
             self.lm.requires_grad_(False)
 
     @property
+    def image_input(self) -> ImageInput:
+        """How pictures become this model's input (see ``data.images.ImageInput``)."""
+        return ImageInput.from_dict(self.config.image_input, self.config.image_size)
+
+    @property
     def prefix_tokens(self) -> int:
         return self.config.prefix_tokens
 
@@ -267,12 +282,13 @@ class StoryGPT2(nn.Module):
             loss (when labels are given) and text logits (B, T, V).
         """
         logits = self.text_logits(self.encode_prefix(images), input_ids, attention_mask)  # (B, T, V)
-        loss = None
+        loss, num_targets = None, None
         if labels is not None:
             # Position t predicts token t + 1, so the prefix never carries a target.
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=-100)
-        return StoryGPT2Output(loss=loss, logits=logits)
+            targets = labels[:, 1:]
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            num_targets = int((targets != -100).sum())
+        return StoryGPT2Output(loss=loss, logits=logits, num_targets=num_targets)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory``.

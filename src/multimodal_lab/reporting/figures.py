@@ -16,6 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from multimodal_lab.data.images import open_image, to_rgb
+
 
 def png_data_uri(png: bytes) -> str:
     """Wrap PNG bytes in a ``data:image/png;base64,...`` URI for an ``<img src>``."""
@@ -23,24 +25,9 @@ def png_data_uri(png: bytes) -> str:
 
 
 def to_display_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB, flattening transparency onto white.
-
-    Palette images with a transparency entry and LA/RGBA images would otherwise turn
-    their transparent pixels black (or arbitrary) on a plain ``convert("RGB")``.
-    """
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16/32-bit greyscale: scale into 8 bits instead of clipping everything to white
-        image = image.convert("F")
-        low, high = image.getextrema()
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = image.point(lambda value: (value - low) * scale).convert("L")
-    return image.convert("RGB")
+    """Any PIL mode as RGB for display: the project's one conversion (``data.images.to_rgb``),
+    transparency flattened onto white."""
+    return to_rgb(image)
 
 
 def image_png(image: bytes | Image.Image, max_side: int = 256) -> bytes:
@@ -56,9 +43,7 @@ def image_png(image: bytes | Image.Image, max_side: int = 256) -> bytes:
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     if isinstance(image, (bytes, bytearray, memoryview)):
-        with Image.open(io.BytesIO(bytes(image))) as opened:
-            opened.load()
-            pil = opened.copy()
+        pil = open_image(image)  # byte and pixel limits before decoding
     else:
         pil = image.copy()
     pil = to_display_rgb(pil)

@@ -183,7 +183,12 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, loader: DataLoader, accelerator: Accelerator, max_batches: int = 0) -> float:
-    """Mean ``model(**batch).loss`` over a loader (its first ``max_batches`` if > 0), weighted by batch size."""
+    """Mean ``model(**batch).loss`` over a loader (its first ``max_batches`` if > 0).
+
+    Each batch's mean is weighted by the number of targets it averages over — the
+    output's ``num_targets`` (labelled tokens) when the model reports it, else the batch
+    size — so the result is the mean over all tokens, as the training loss is.
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -193,9 +198,10 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, accelerator: Accelerator
         batch = _to_device(batch, accelerator.device)
         size = len(next(iter(batch.values())))
         with accelerator.autocast():
-            loss = model(**batch).loss
-        total += float(loss) * size
-        count += size
+            out = model(**batch)
+        weight = getattr(out, "num_targets", None) or size
+        total += float(out.loss) * weight
+        count += weight
     model.train(was_training)
     return total / max(count, 1)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
+
+from multimodal_lab.data.text import normalize_text
 
 #: Elements whose text is page furniture or code, not prose.
 _NON_CONTENT_TAGS = (
@@ -32,7 +33,6 @@ _LICENSE_META_NAMES = ("license", "dcterms.license", "dc.rights", "dcterms.right
 _CC_URL = re.compile(r"^https?://(www\.)?creativecommons\.org/(licenses|publicdomain)/", re.I)
 _BYLINE_CLASS = re.compile(r"(^|[-_ ])(byline|author)([-_ ]|$)", re.I)
 _BY_PREFIX = re.compile(r"^\s*(by|from)\s*[:\-]?\s+", re.I)
-_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,8 @@ class PageContent:
 
 
 def clean_text(text: str | None) -> str:
-    """Collapse whitespace and NFC-normalise; ``None`` gives ``""``."""
-    if not text:
-        return ""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    """The project's one text normalisation (``data.text.normalize_text``); no text gives ``""``."""
+    return normalize_text(text) or ""
 
 
 def _or_none(text: str | None) -> str | None:

@@ -11,10 +11,14 @@ from multimodal_lab.config import from_params
 log = logging.getLogger(__name__)
 
 
+def _blank(column: pd.Series) -> pd.Series:
+    return column.fillna("").astype(str).str.strip() == ""
+
+
 def caption_missing(
     accepted_records: pd.DataFrame, caption_cache: dict[str, Any], params: dict[str, Any]
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Give records without a caption one from BLIP-2; the others pass through.
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """Give records without a caption one from BLIP-2, and reject records left with no text.
 
     Args:
         accepted_records: Records that passed ingest.
@@ -22,22 +26,35 @@ def caption_missing(
         params: ``params:captioning`` — ``enabled`` plus the fields of ``Blip2Config``.
 
     Returns:
-        The records (captions filled, ``caption_source`` in their metadata) and the
-        extended cache. The model is loaded only when an uncached image needs a caption.
+        The records that have a caption or a story (captions filled, ``caption_source``
+        in their metadata), the extended cache, and the records that still have neither
+        (stage ``text``, with the reason). The model is loaded only when an uncached
+        image needs a caption.
     """
+    from multimodal_lab.data.records import split_rejections
+
     params = dict(params or {})
     enabled = params.pop("enabled", False)
-    missing = int((accepted_records["caption"].fillna("").astype(str).str.strip() == "").sum())
+    if not isinstance(enabled, bool):
+        raise TypeError(f"parameter 'params:captioning.enabled' must be true or false, got {enabled!r}")
+    missing = int(_blank(accepted_records["caption"]).sum())
     if not enabled:
+        records, cache = accepted_records.copy(), dict(caption_cache or {})
         if missing:
             log.warning(
                 "captioning is disabled and %d records have no caption; set "
                 "params:captioning.enabled to true to caption them with BLIP-2", missing,
             )
-        return accepted_records.copy(), dict(caption_cache or {})
-    from multimodal_lab.captioning.blip2 import Blip2Config, caption_records
+        why = "no caption and no story, and captioning is off (set params:captioning.enabled: true to caption it)"
+    else:
+        from multimodal_lab.captioning.blip2 import Blip2Config, caption_records
 
-    config = from_params(Blip2Config, params, where="params:captioning")
-    records, cache = caption_records(accepted_records, config, caption_cache)
-    log.info("captioning: %d records lacked a caption; cache holds %d images", missing, len(cache))
-    return records, cache
+        config = from_params(Blip2Config, params, where="params:captioning")
+        records, cache = caption_records(accepted_records, config, caption_cache)
+        log.info("captioning: %d records lacked a caption; cache holds %d images", missing, len(cache))
+        why = "no story, and BLIP-2 returned an empty caption"
+    textless = _blank(records["caption"]) & _blank(records["story"])
+    kept, rejected = split_rejections(records, [why if t else None for t in textless], "text")
+    if len(rejected):
+        log.warning("%d records have no text at all and are rejected (stage 'text')", len(rejected))
+    return kept.reset_index(drop=True), cache, rejected.reset_index(drop=True)

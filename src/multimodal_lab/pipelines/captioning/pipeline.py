@@ -1,4 +1,4 @@
-"""``captioning``: ``accepted_records`` -> ``captioned_records`` (BLIP-2 where missing)."""
+"""``captioning``: ``accepted_records`` -> ``captioned_records`` (BLIP-2 where missing) + records with no text."""
 from kedro.pipeline import Pipeline, node
 
 from .nodes import caption_missing
@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 caption_missing,
                 ["accepted_records", "caption_cache", "params:captioning"],
-                ["captioned_records", "caption_cache_updated"],
+                ["captioned_records", "caption_cache_updated", "text_rejected_records"],
                 name="caption_missing",
             )
         ],

@@ -31,7 +31,8 @@ def ingest_records(
     config = from_params(IngestConfig, params, where="params:ingest")
     accepted, rejected = ingest(raw_records, config)
     summary = {
-        "input": int(len(raw_records)),
+        "source_rows": int(len(raw_records)),
+        "source_rows_by_source": {str(k): int(v) for k, v in raw_records["source"].value_counts().items()},
         "accepted": int(len(accepted)),
         "rejected": int(len(rejected)),
         "rejected_by_stage": {str(k): int(v) for k, v in rejected["stage"].value_counts().items()},

@@ -1,4 +1,4 @@
-"""``ingest``: ``raw_records`` -> ``accepted_records`` + ``rejected_records``."""
+"""``ingest``: ``raw_records`` -> ``accepted_records`` + ``ingest_rejected_records``."""
 from kedro.pipeline import Pipeline, node
 
 from .nodes import ingest_records
@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 ingest_records,
                 ["raw_records", "params:ingest"],
-                ["accepted_records", "rejected_records", "ingest_summary"],
+                ["accepted_records", "ingest_rejected_records", "ingest_summary"],
                 name="ingest_records",
             )
         ],

@@ -31,6 +31,7 @@ def train_model(
     tokenizer,
     model_params: dict[str, Any],
     train_params: dict[str, Any],
+    ingest_params: dict[str, Any],
     *,
     family: str,
 ) -> tuple[Any, dict[str, Any]]:
@@ -43,15 +44,22 @@ def train_model(
             brings its own).
         model_params: ``params:<family>.model`` — fields of the family's config class.
         train_params: ``params:<family>.train`` — fields of ``TrainConfig``.
+        ingest_params: ``params:ingest``: its image policy made the training images, so
+            it becomes the model's ``image_input`` (saved with the model; inference
+            makes its input the same way).
         family: the family's registry name.
 
     Returns:
         The trained model (best validation weights) and the training history.
+
+    Raises:
+        ValueError: when the model's image size differs from the images ingest made.
     """
     from multimodal_lab.training.loop import TrainConfig, train
 
     spec = get_family(family)
     model_config = from_params(spec.config_class, model_params, where=f"params:{family}.model")
+    model_config = with_image_input(model_config, ingest_params, train_records, family)
     train_config = from_params(TrainConfig, train_params, where=f"params:{family}.train")
     if train_config.checkpoint_dir:
         # Checkpoints of one (settings, data, vocabulary) triple live in their own folder:
@@ -67,6 +75,12 @@ def train_model(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("training %s (%.2fM parameters) on %d examples, validating on %d",
              family, n_params / 1e6, len(train_set), len(val_set))
+    truncated = {column: count for column, count in getattr(train_set, "truncated", {}).items() if count}
+    if truncated:
+        # Cut texts lose their end token (the model is not taught that they end there);
+        # say how many, since a large share means max_*_tokens is too small.
+        log.warning("%s: %s training texts were longer than the model's limit and were cut: %s",
+                    family, sum(truncated.values()), truncated)
     result = train(model, train_set, val_set, collate, train_config, log_metrics=mlflow_metrics_logger(every=10))
     if train_config.checkpoint_dir:
         # The finished model is saved (versioned) by the catalog; its resume points are
@@ -81,11 +95,38 @@ def train_model(
         "train_seconds": result.train_seconds,
         "parameters": n_params,
         "examples": {"train": len(train_set), "val": len(val_set)},
+        "truncated_texts": {"train": dict(getattr(train_set, "truncated", {})),
+                            "val": dict(getattr(val_set, "truncated", {}))},
         "history": result.history,
         "model_config": to_params(model_config),
         "train_config": to_params(train_config),
     }
     return model.cpu(), history
+
+
+def with_image_input(model_config, ingest_params: dict[str, Any], records: pd.DataFrame, family: str):
+    """The model config with ``image_input`` set from the ingest policy, after checking sizes agree."""
+    from multimodal_lab.data.images import ImageInput
+    from multimodal_lab.data.ingest import IngestConfig
+
+    policy = from_params(IngestConfig, ingest_params, where="params:ingest").image
+    spec = ImageInput.from_policy(policy)
+    size = getattr(model_config, "image_size", None)
+    if size is not None and size != spec.size:
+        raise ValueError(
+            f"params:{family}.model.image_size is {size} but ingest makes {spec.size}x{spec.size} images "
+            f"(params:ingest.image.size); set both to the same size"
+        )
+    if {"width", "height"} <= set(records.columns):
+        sizes = set(zip(records["width"].astype(int), records["height"].astype(int)))
+        if sizes != {(spec.size, spec.size)}:
+            raise ValueError(
+                f"the training records have image sizes {sorted(sizes)[:5]} but params:ingest.image.size is "
+                f"{spec.size}; rerun data preparation (kedro run --pipelines=data_preparation) so they agree"
+            )
+    if not any(f.name == "image_input" for f in dataclasses.fields(model_config)):
+        raise TypeError(f"{type(model_config).__name__} has no image_input field; every family's config needs one")
+    return dataclasses.replace(model_config, image_input=spec.to_dict())
 
 
 def fingerprint(model_config, train_config, train_records: pd.DataFrame, val_records: pd.DataFrame,

@@ -24,7 +24,7 @@ def _bind(func, family: str, **kwargs):
     return bound
 
 
-def create_model_pipeline(family: str, *, eval_split: str = "val") -> Pipeline:
+def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
     """The train -> evaluate -> report pipeline of one registered family.
 
     Args:
@@ -36,21 +36,21 @@ def create_model_pipeline(family: str, *, eval_split: str = "val") -> Pipeline:
         [
             node(
                 _bind(train_model, family),
-                ["train_records", "val_records", "tokenizer", "params:model", "params:train"],
+                ["train_records", "val_records", "tokenizer", "params:model", "params:train", "params:ingest"],
                 ["model", "training"],
-                name="train",
+                name="train_model",
             ),
             node(
                 _bind(evaluate_model, family, split=eval_split),
                 ["model", "eval_records", "train_records", "params:evaluation"],
                 ["evaluation", "metrics", "metrics_table", "samples"],
-                name="evaluate",
+                name="evaluate_model",
             ),
             node(
                 _bind(report_model, family),
                 ["evaluation", "training", "params:model", "params:train", "params:evaluation"],
                 "report",
-                name="report",
+                name="report_model",
             ),
         ]
     )
@@ -63,5 +63,6 @@ def create_model_pipeline(family: str, *, eval_split: str = "val") -> Pipeline:
             "eval_records": f"{corpus}.{eval_split}_records",
             "tokenizer": f"{corpus}.tokenizer",
         },
+        parameters={"params:ingest": "params:ingest"},  # the shared ingest block, not the family's
         tags=family,
     )

@@ -1,82 +1,85 @@
-"""Per-corpus preparation: select a corpus, split it by group, train its tokenizer.
+"""Data preparation after captioning: one split for all corpora, each corpus, its tokenizer, the ledger.
 
-The same three nodes serve every model family; ``pipeline.py`` instantiates them once
-per corpus under a Kedro namespace (``story``, ``caption``, ``art``, ``sequence``).
+``assign_record_splits`` runs once; ``select_corpus`` and ``build_tokenizer`` serve every
+corpus (``pipeline.py`` instantiates them under a Kedro namespace per corpus); the
+ledger (``account_records``) checks that every source row ended in a corpus split or in
+``rejected_records``.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from multimodal_lab.config import from_params
+from multimodal_lab.data.corpora import CorpusSelection, CorpusSpec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CorpusSpec:
-    corpus: list[str]  # values of the records' `corpus` column that belong to this corpus
-    text_field: str  # "caption" or "story": the text the corpus' models learn to write
-    group_size: int = 0  # > 0: keep only groups with exactly frames 0..group_size-1 (sequences)
-    val_ratio: float = 0.1  # share of groups held out for validation
-    split_salt: str = ""  # change to draw a different, still deterministic, split
-    vocab: dict[str, Any] = field(default_factory=dict)  # fields of data.vocab.VocabConfig
-
-
 def _spec(params: dict[str, Any]) -> CorpusSpec:
-    spec = from_params(CorpusSpec, params, where="params:<corpus>.corpus")
-    if spec.text_field not in ("caption", "story"):
-        raise ValueError(f"text_field must be 'caption' or 'story', got {spec.text_field!r}")
-    return spec
+    return from_params(CorpusSpec, params, where="params:<corpus>.corpus")
 
 
-def select_corpus(records: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """Keep the records of one corpus that carry its text (and, for sequences, whole groups).
+def assign_record_splits(records: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The split of every accepted record, by a hash of its family id (one split for all corpora).
+
+    Args:
+        records: the captioned records.
+        params: ``params:split`` — fields of ``SplitConfig`` (shares and salt).
+
+    Returns:
+        ``record_id``, ``family_id`` and ``split`` of each record, in input order.
+    """
+    from multimodal_lab.data.split import SplitConfig, assign_splits, family_ids
+
+    config = from_params(SplitConfig, params, where="params:split")
+    return pd.DataFrame({
+        "record_id": records["record_id"].astype(str).to_numpy(),
+        "family_id": family_ids(records).to_numpy(),
+        "split": assign_splits(records, config).to_numpy(),
+    })
+
+
+def _splits_of(records: pd.DataFrame, record_splits: pd.DataFrame) -> pd.Series:
+    if len(record_splits) != len(records) or (
+        record_splits["record_id"].to_numpy() != records["record_id"].astype(str).to_numpy()
+    ).any():
+        raise ValueError("record_splits does not match the captioned records row for row; rerun the split "
+                         "(kedro run --pipelines=prepare) rather than pinning one of the two")
+    return pd.Series(record_splits["split"].to_numpy(), index=records.index)
+
+
+def select_corpus(
+    records: pd.DataFrame, record_splits: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Pick one corpus from the captioned records and split it by the assigned splits.
+
+    Returns:
+        train, val and test records, and the candidates skipped (``record_id``, ``reason``).
 
     Raises:
-        ValueError: When the corpus ends up empty, naming the corpus values looked for.
+        ValueError: When a split of the corpus is empty, naming what to change.
     """
-    spec = _spec(params)
-    selected = records[records["corpus"].isin(spec.corpus)]
-    selected = selected[selected[spec.text_field].fillna("").str.strip() != ""]
-    if spec.group_size > 0:
-        frames = selected.groupby("group_id")["frame_index"].agg(lambda s: sorted(s.tolist()))
-        whole = frames[frames.apply(lambda f: f == list(range(spec.group_size)))].index
-        dropped = selected["group_id"].nunique() - len(whole)
-        if dropped:
-            log.info("dropping %d incomplete groups (fewer than %d frames)", dropped, spec.group_size)
-        selected = selected[selected["group_id"].isin(whole)]
-        selected = selected.sort_values(["group_id", "frame_index"], kind="stable")
-    if selected.empty:
-        raise ValueError(
-            f"corpus {spec.corpus} is empty after ingest: no accepted record has corpus in "
-            f"{spec.corpus} with a non-empty '{spec.text_field}'"
-        )
-    return selected.reset_index(drop=True)
-
-
-def split_records(
-    records: pd.DataFrame, params: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split by a hash of the group id (stable when records are added)."""
-    from multimodal_lab.data.split import split_by_group
+    from multimodal_lab.data.corpora import select_corpus as _select
 
     spec = _spec(params)
-    train, val = split_by_group(records, val_ratio=spec.val_ratio, salt=spec.split_salt)
-    log.info("split: %d train / %d val records", len(train), len(val))
-    if train.empty or val.empty:
+    selection = _select(records, _splits_of(records, record_splits), spec, name="/".join(spec.corpus))
+    sizes = {k: len(v) for k, v in selection.splits.items()}
+    log.info("corpus %s: %s records, %d skipped", spec.corpus, sizes, len(selection.skipped))
+    empty = [k for k, n in sizes.items() if n == 0]
+    if empty:
         raise ValueError(
-            f"split gave {len(train)} train and {len(val)} val records; the corpus has "
-            f"{records['group_id'].nunique()} groups — add data or change val_ratio"
+            f"corpus {spec.corpus} has no {' or '.join(empty)} records ({sizes}); it needs accepted records "
+            f"with corpus in {spec.corpus} and a non-empty '{spec.text_field}' — add data, or change the split "
+            "shares (params:split)"
         )
-    return train, val
+    return selection.splits["train"], selection.splits["val"], selection.splits["test"], selection.skipped
 
 
 def build_tokenizer(train: pd.DataFrame, params: dict[str, Any]):
-    """Train the corpus tokenizer on the TRAIN split only (no validation leakage)."""
+    """Train the corpus tokenizer on the TRAIN split only (no validation or test leakage)."""
     from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 
     spec = _spec(params)
@@ -85,3 +88,55 @@ def build_tokenizer(train: pd.DataFrame, params: dict[str, Any]):
     tokenizer = train_tokenizer(texts, config)
     log.info("tokenizer: %d tokens (%s)", len(tokenizer), config)
     return tokenizer
+
+
+def account_records(
+    raw_records: pd.DataFrame,
+    ingest_rejected: pd.DataFrame,
+    text_rejected: pd.DataFrame,
+    captioned_records: pd.DataFrame,
+    record_splits: pd.DataFrame,
+    ingest_params: dict[str, Any],
+    *corpus_parts: pd.DataFrame,
+    corpora: tuple[str, ...],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The ledger: every source row in a corpus split or in ``rejected_records``, with a reason.
+
+    Args:
+        raw_records: every row the sources yielded.
+        ingest_rejected: ingest's rejections.
+        text_rejected: records left without any text after captioning.
+        captioned_records: the records the corpora select from.
+        record_splits: their splits.
+        ingest_params: ``params:ingest`` (the image limits for the rejected rows' bytes).
+        *corpus_parts: train, val, test, skipped of each corpus, in the order of ``corpora``.
+        corpora: the corpus names.
+
+    Returns:
+        All rejected records (stage and reason each) and a summary of where rows went.
+    """
+    from multimodal_lab.data.corpora import account
+    from multimodal_lab.data.ingest import IngestConfig, describe_rejected_images
+
+    if len(corpus_parts) != 4 * len(corpora):
+        raise ValueError(f"account_records needs train, val, test and skipped for each of {corpora}")
+    selections = {
+        name: CorpusSelection(
+            splits=dict(zip(("train", "val", "test"), corpus_parts[4 * i:4 * i + 3])),
+            skipped=corpus_parts[4 * i + 3],
+        )
+        for i, name in enumerate(corpora)
+    }
+    config = from_params(IngestConfig, ingest_params, where="params:ingest")
+    text_part = describe_rejected_images(text_rejected, config.image) if len(text_rejected) else text_rejected
+    columns = list(ingest_rejected.columns)
+    ledger = account(
+        raw_records,
+        [ingest_rejected, text_part.reindex(columns=columns)],
+        captioned_records,
+        _splits_of(captioned_records, record_splits),
+        selections,
+        describe=lambda frame: describe_rejected_images(frame, config.image).reindex(columns=columns),
+    )
+    ledger.rejected["frame_index"] = ledger.rejected["frame_index"].astype("int64")
+    return ledger.rejected, ledger.summary

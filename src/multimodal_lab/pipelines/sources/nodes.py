@@ -47,22 +47,16 @@ def load_local_folder(params: dict[str, Any]) -> pd.DataFrame:
     """Read a folder of images plus a sidecar metadata file.
 
     Args:
-        params: ``params:sources.local_folder`` — ``enabled``, ``path``, ``sidecar``, ``corpus``.
+        params: ``params:sources.local_folder`` — ``enabled`` plus the fields of
+            ``LocalFolderConfig`` (``path``, ``sidecar``, ``corpus``, ...).
     """
+    from multimodal_lab.data.sources.local_folder import LocalFolderConfig
     from multimodal_lab.data.sources.local_folder import load_local_folder as _load
 
     enabled, params = _enabled(params, "sources.local_folder")
     if not enabled:
         return records_frame([])
-    known = {"path", "sidecar", "corpus"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} in params:sources.local_folder; known keys: {sorted(known)}"
-        )
-    if not params.get("path"):
-        raise ValueError("params:sources.local_folder.path is required when the source is enabled")
-    return _load(**params)
+    return _load(from_params(LocalFolderConfig, params, where="params:sources.local_folder"))
 
 
 def scrape_web(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,6 +108,10 @@ def load_story_reasoning(params: dict[str, Any]) -> pd.DataFrame:
 def merge_sources(*frames: pd.DataFrame) -> pd.DataFrame:
     """Concatenate the sources' records into one raw frame (order: as wired).
 
+    Every row every source yielded is kept, repeats included: ingest rejects a repeated
+    record id with a reason naming the record it repeats, so the raw records count the
+    source rows exactly.
+
     Raises:
         ValueError: When every source is empty, naming the parameters to change.
     """
@@ -122,14 +120,9 @@ def merge_sources(*frames: pd.DataFrame) -> pd.DataFrame:
     if not parts:
         raise ValueError(
             "no records from any source: enable at least one of params:sources.scene_world, "
-            "sources.local_folder, sources.web or sources.huggingface"
+            "params:sources.local_folder, params:sources.web, params:sources.huggingface or "
+            "params:sources.story_reasoning"
         )
     merged = pd.concat(parts, ignore_index=True)
-    duplicated = merged["record_id"].duplicated()
-    if duplicated.any():
-        # The same content from two sources is one record; ingest's dedup would reject
-        # the copy anyway, but ids must be unique for the conservation bookkeeping.
-        log.info("dropping %d records whose id repeats across sources", int(duplicated.sum()))
-        merged = merged.loc[~duplicated].reset_index(drop=True)
     log.info("raw records: %d (%s)", len(merged), merged["source"].value_counts().to_dict())
     return merged
