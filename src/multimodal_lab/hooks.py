@@ -139,7 +139,12 @@ class ProjectHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         import mlflow
 
+        from multimodal_lab.parameters import check_parameters
+
         self._run_params = dict(run_params or {})
+        # Every block against its config class, now: a mistyped key or a block pasted at the
+        # wrong place fails before minutes of data preparation, not when its node runs.
+        check_parameters(catalog.load("parameters"))
         if mlflow.active_run() is None or self._project_path is None:
             return
         # kedro-mlflow already tags the Kedro run id (= save version), env and pipelines.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,21 @@ from multimodal_lab.models.preprocess import images_to_tensor
 from multimodal_lab.models.story_gpt2 import StoryGPT2
 from multimodal_lab.reporting.figures import image_data_uri
 from multimodal_lab.reporting.html import render_page
+
+@dataclass
+class InferenceParams:
+    """Stories for a folder of the user's images (``params:story_gpt2_inference``)."""
+
+    images_dir: str  # the folder of images (read directly inside it, sorted by name)
+    batch_size: int = 16  # images generated together
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # decoding
+
+    def __post_init__(self) -> None:
+        if not self.images_dir:
+            raise ValueError("images_dir must name a folder of images")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
 
 def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> Any:
     """Load any family's saved model directory and return that family's inference API.

@@ -15,7 +15,6 @@ machines that run the pipelines cannot download at run time.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 
 from multimodal_lab.captioning.cache import CaptionCache, as_cache, image_sha256, lookup
 from multimodal_lab.config import from_params
+from multimodal_lab.data.images import open_image, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Blip2ModelNotFoundError(OSError):
 
 @dataclass
 class Blip2Config:
-    """Parameters of BLIP-2 captioning (``params:caption`` in the wiring)."""
+    """Parameters of BLIP-2 captioning (``params:captioning`` in the wiring)."""
 
     model: str = "Salesforce/blip2-opt-2.7b"  # Hub id (in the local HF cache) or a save_pretrained directory
     batch_size: int = 8  # images per generate() call
@@ -118,7 +118,7 @@ def load_blip2(config: Blip2Config) -> tuple[Any, Any, torch.device]:
         where = "locally (local_files_only is true)" if config.local_files_only else "locally or on the Hub"
         raise Blip2ModelNotFoundError(
             f"BLIP-2 model {config.model!r} was not found {where}: {type(error).__name__}: {error}. "
-            f"Set params:caption.model to a local directory containing a saved Blip2ForConditionalGeneration "
+            f"Set params:captioning.model to a local directory containing a saved Blip2ForConditionalGeneration "
             f"and its Blip2Processor (model.save_pretrained(dir) and processor.save_pretrained(dir)), or "
             f"download {config.model!r} into the Hugging Face cache on a machine with internet "
             f"(`hf download {config.model}`) and copy the cache here."
@@ -174,9 +174,9 @@ def _needs_caption(value: Any) -> bool:
 
 
 def _rgb(image: bytes) -> Image.Image | None:
+    """The image as RGB, opened within the project's byte and pixel limits (None when it cannot be)."""
     try:
-        with Image.open(io.BytesIO(image)) as opened:
-            return opened.convert("RGB")
+        return to_rgb(open_image(image))
     except Exception:  # noqa: BLE001 - Pillow raises many types for bad data
         return None
 

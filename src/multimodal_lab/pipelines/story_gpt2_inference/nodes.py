@@ -21,22 +21,12 @@ def tell_stories(model, params: dict[str, Any]) -> tuple[list[dict[str, Any]], s
     Returns:
         One ``{"image": name, "story": text}`` per image (JSON) and an HTML page.
     """
-    from multimodal_lab.generation.story import GenerationSettings
-    from multimodal_lab.inference import StoryTeller, load_image_folder, render_stories_html
+    from multimodal_lab.inference import InferenceParams, StoryTeller, load_image_folder, render_stories_html
 
-    params = dict(params or {})
-    known = {"images_dir", "batch_size", "generation"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} in params:story_gpt2_inference; known keys: {sorted(known)}")
-    if not params.get("images_dir"):
-        raise ValueError("params:story_gpt2_inference.images_dir must name a folder of images")
-    settings = from_params(
-        GenerationSettings, params.get("generation"), where="params:story_gpt2_inference.generation"
-    )
-    named = load_image_folder(params["images_dir"])
-    teller = StoryTeller(model, batch_size=int(params.get("batch_size", 16)))
-    stories = teller.tell([image for _, image in named], settings)
-    log.info("told %d stories for images in %s", len(stories), params["images_dir"])
+    config = from_params(InferenceParams, params, where="params:story_gpt2_inference")
+    named = load_image_folder(config.images_dir)
+    teller = StoryTeller(model, batch_size=config.batch_size)
+    stories = teller.tell([image for _, image in named], config.generation)
+    log.info("told %d stories for images in %s", len(stories), config.images_dir)
     items = [(name, image, story) for (name, image), story in zip(named, stories)]
     return [{"image": name, "story": story} for name, _, story in items], render_stories_html(items)
