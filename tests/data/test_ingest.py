@@ -86,8 +86,8 @@ def test_ingest_end_to_end_with_every_stage():
         f"exact duplicate of record {ids[0]} (identical normalised image, distance 0)",
     ]
     assert ingest_summary(accepted, rejected) == {
-        "input": 7, "accepted": 3, "rejected": 4, "rejected_source": 0, "rejected_duplicate_id": 0,
-        "rejected_license": 2, "rejected_image": 1, "rejected_dedup": 1,
+        "input": 7, "accepted": 3, "rejected": 4, "rejected_source": 0, "rejected_license": 2,
+        "rejected_image": 1, "rejected_duplicate_id": 0, "rejected_dedup": 1,
     }
     # rejected rows say what their image bytes were; image bytes are kept only when they are an image
     # (as received before the image stage; the normalised PNG from dedup on)
@@ -107,15 +107,24 @@ def test_repeated_ids_text_and_source_problems_each_end_with_a_reason():
     assert records.at[0, "caption"] == "A purple square & a tree."  # normalised when built
     accepted, rejected = ingest(records, IngestConfig(image=SMALL))
     assert accepted["record_id"].tolist() == [records.at[0, "record_id"]]
-    assert rejected["stage"].tolist() == ["source", "duplicate_id", "image"]
-    assert rejected["reason"].tolist()[:2] == [
-        "metadata.jsonl line 9: invalid JSON",
-        f"repeats record {records.at[0, 'record_id']} (same image bytes and texts), kept from test",
-    ]
+    assert rejected["stage"].tolist() == ["source", "image", "duplicate_id"]
+    assert rejected["reason"].tolist()[0] == "metadata.jsonl line 9: invalid JSON"
+    assert rejected["reason"].tolist()[2] == (
+        f"repeats record {records.at[0, 'record_id']} (same image bytes and texts), kept from test")
     # the bytes that are not an image are not copied; their hash and size are
-    page = rejected.iloc[2]
+    page = rejected.iloc[1]
     assert page["image"] is None and page["image_size_bytes"] == len(b"<html>404 not found</html>")
     assert page["image_sha256"] == hashlib.sha256(b"<html>404 not found</html>").hexdigest()
+
+
+def test_of_two_copies_with_different_licences_the_usable_one_is_kept():
+    image = encode(blocks(8))
+    closed = make_record(image=image, source="a", corpus="c", caption="x", license="All rights reserved")
+    open_ = make_record(image=image, source="b", corpus="c", caption="x", license="CC0-1.0")
+    assert closed["record_id"] == open_["record_id"]  # the id is the content, not the licence
+    accepted, rejected = ingest(records_frame([closed, open_]), IngestConfig(image=SMALL))
+    assert accepted["source"].tolist() == ["b"] and accepted["license_spdx"].tolist() == ["CC0-1.0"]
+    assert rejected["stage"].tolist() == ["license"]
 
 
 def test_empty_input_gives_empty_frames_with_columns():

@@ -233,3 +233,43 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="unknown parameter 'learning_rate'.* in TrainConfig"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
     assert math.isclose(TrainConfig.from_dict({"lr": 5e-4}).lr, 5e-4)
+
+
+@dataclass
+class TokenOutput:
+    loss: torch.Tensor
+    num_targets: int
+
+
+class CountingNet(nn.Module):
+    """Loss = mean of per-example values over `n` 'tokens' each: the validation mean must weight by tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x, y):
+        tokens = int(y.shape[0] * 4 if x[0, 0] > 0 else y.shape[0])  # batches differ in token count
+        return TokenOutput(loss=self.scale * x[:, 0].abs().mean(), num_targets=tokens)
+
+
+def test_validation_loss_is_a_mean_over_tokens_not_examples():
+    from torch.utils.data import DataLoader
+    from accelerate import Accelerator
+
+    from multimodal_lab.training.loop import evaluate_loss
+
+    class Two(Dataset):
+        def __init__(self):
+            self.x = torch.tensor([[1.0] + [0] * 5, [1.0] + [0] * 5, [-3.0] + [0] * 5, [-3.0] + [0] * 5])
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return self.x[i], torch.tensor(0.0)
+
+    loader = DataLoader(Two(), batch_size=2, collate_fn=collate)
+    value = evaluate_loss(CountingNet(), loader, Accelerator(cpu=True))
+    # batch 1: loss 1 over 8 tokens; batch 2: loss 3 over 2 tokens -> (8 + 6) / 10, not (1 + 3) / 2
+    assert value == pytest.approx(1.4)

@@ -5,17 +5,19 @@ The stages run in this order, each on what the previous one kept:
 1. source (:func:`reject_source_problems`): rows a source could not read properly (a
    sidecar line that is not JSON, a file outside the folder, a dataset row without an
    image) carry the source's reason; they are rejected here.
-2. duplicate_id (:func:`reject_repeated_ids`): a record id seen earlier (the same image
-   bytes and texts delivered twice, by one source or two) is rejected, naming the record
-   that was kept.
-3. text (:func:`normalize_texts`): captions and stories get the project's one text
+2. text (:func:`normalize_texts`): captions and stories get the project's one text
    normalisation (HTML, entities, Unicode, control characters, whitespace); nothing is
    rejected here — a record left without any text is rejected after captioning, which
    may still give it one.
-4. licence filter (:func:`filter_licenses`): licence normalised to an SPDX-style id
+3. licence filter (:func:`filter_licenses`): licence normalised to an SPDX-style id
    and checked against an allow-list; missing or unknown licences are rejected.
-5. image validation (:func:`validate_images`): byte and pixel limits, decode, check,
+4. image validation (:func:`validate_images`): byte and pixel limits, decode, check,
    convert to RGB, orient, resize, re-encode as PNG.
+5. duplicate_id (:func:`reject_repeated_ids`): a record id seen earlier (the same image
+   bytes and texts delivered twice, by one source or two) is rejected, naming the record
+   that was kept. It runs after the licence and image stages on purpose: of two copies
+   of one material, one "All rights reserved" and one CC0, the CC0 copy is the one kept,
+   and the record a repeat names has passed every stage a repeat would also pass.
 6. dedup (:func:`deduplicate`): exact and near-duplicate images across families.
 
 Nothing is lost: every input row ends in exactly one of the two outputs, and
@@ -69,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 ACCEPTED_COLUMNS: list[str] = [*RECORD_COLUMNS, *ACCEPTED_EXTRA_COLUMNS]
 REJECTED_COLUMNS: list[str] = [*RECORD_COLUMNS, *REJECTED_EXTRA_COLUMNS]
-STAGES = ("source", "duplicate_id", "license", "image", "dedup")
+STAGES = ("source", "license", "image", "duplicate_id", "dedup")
 
 
 @dataclass
@@ -191,21 +193,21 @@ def ingest(records: pd.DataFrame, config: IngestConfig) -> tuple[pd.DataFrame, p
     logger.info("ingest: %d input records", len(source))
 
     readable, rejected_source = reject_source_problems(source)
-    unique_ids, rejected_repeats = reject_repeated_ids(readable)
-    texts = normalize_texts(unique_ids)
+    texts = normalize_texts(readable)
     licensed, rejected_license = filter_licenses(texts, config.license_allow)
     valid, rejected_image = validate_images(
         licensed, config.image, config.workers, chunk_size=config.chunk_size, progress=config.progress
     )
+    unique_ids, rejected_repeats = reject_repeated_ids(valid)
     unique, rejected_dup = deduplicate(
-        valid,
+        unique_ids,
         config.near_duplicate_distance,
         max_pixel_difference=config.near_duplicate_max_difference,
         progress=config.progress,
     )
 
     accepted = _conform(unique, ACCEPTED_COLUMNS)
-    stages = (rejected_source, rejected_repeats, rejected_license, rejected_image, rejected_dup)
+    stages = (rejected_source, rejected_license, rejected_image, rejected_repeats, rejected_dup)
     parts = [describe_rejected_images(r, config.image) for r in stages if len(r)]
     parts = [_conform(p, REJECTED_COLUMNS) for p in parts]
     rejected = pd.concat(parts, ignore_index=True) if parts else _empty(REJECTED_COLUMNS)

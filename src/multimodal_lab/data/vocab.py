@@ -104,22 +104,25 @@ def _byte_level_bpe(texts: list[str], config: VocabConfig) -> Tokenizer:
     return tokenizer
 
 
-def train_tokenizer(texts: Iterable[str | None], config: VocabConfig) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str | None], config: VocabConfig,
+                    allow_empty: bool = False) -> PreTrainedTokenizerFast:
     """Train a tokenizer on ``texts`` (pass the train split only).
 
     Args:
         texts: training texts; None and blank entries are skipped.
         config: which kind and how large.
+        allow_empty: with no text, give a tokenizer of the special tokens alone (for a
+            corpus this run has no material for) instead of failing.
 
     Returns:
         A fast tokenizer with ``pad_token``, ``bos_token``, ``eos_token`` and
         ``unk_token`` set (ids 0-3).
 
     Raises:
-        ValueError: no non-blank text was given.
+        ValueError: no non-blank text was given (and ``allow_empty`` is off).
     """
     corpus = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not corpus:
+    if not corpus and not allow_empty:
         raise ValueError("no texts to train the tokenizer on; pass the train split's captions/stories")
     backend = _word_level(corpus, config) if config.kind == "word" else _byte_level_bpe(corpus, config)
     return PreTrainedTokenizerFast(

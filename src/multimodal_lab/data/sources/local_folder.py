@@ -151,29 +151,42 @@ def _image_file(folder: Path, root: Path, name: Any, where: str, max_bytes: int)
     """The row's image path (for bookkeeping) and bytes; RowProblem when they cannot be used."""
     if not isinstance(name, str) or not name.strip():
         raise RowProblem(f"{where}: 'file' is missing; name the image file")
+    if "\x00" in name:
+        raise RowProblem(f"{where}: file name {name!r} contains a null byte")
     candidate = folder / name
-    # resolve() follows symlinks, so a link that points out of the folder is caught too
-    image_path = candidate.resolve()
-    if Path(name).is_absolute() or not image_path.is_relative_to(root):
-        raise RowProblem(f"{where}: file {name!r} points outside the source folder; nothing was read")
-    if not image_path.exists():
-        raise RowProblem(f"{where}: file {name!r} does not exist")
-    if not image_path.is_file():
-        raise RowProblem(f"{where}: {name!r} is not a file")
-    size = image_path.stat().st_size
+    try:
+        # resolve() follows symlinks, so a link that points out of the folder is caught too
+        image_path = candidate.resolve()
+        if Path(name).is_absolute() or not image_path.is_relative_to(root):
+            raise RowProblem(f"{where}: file {name!r} points outside the source folder; nothing was read")
+        if not image_path.exists():
+            raise RowProblem(f"{where}: file {name!r} does not exist")
+        if not image_path.is_file():
+            raise RowProblem(f"{where}: {name!r} is not a file")
+        size = image_path.stat().st_size
+    except RowProblem:
+        raise
+    except (OSError, RuntimeError, ValueError) as error:  # too long, a symlink loop, ...
+        raise RowProblem(f"{where}: file {name!r} cannot be opened ({type(error).__name__}: {error})") from None
     if size > max_bytes:
         raise RowProblem(f"{where}: file {name!r} is {size} bytes, above max_bytes {max_bytes}; not read")
     return image_path, image_path.read_bytes()
+
+
+def _frame_index(value: Any, where: str) -> int:
+    """An integer frame index: an int, or digits in a string (CSV cells are text); not 1.5 or true."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise RowProblem(f"{where}: frame_index {value!r} is not an integer")
 
 
 def _row_record(row: dict[str, Any], folder: Path, root: Path, sidecar_path: Path, number: int,
                 config: LocalFolderConfig) -> tuple[dict[str, Any], Path]:
     where = f"{sidecar_path.name} line {number}"
     image_path, image = _image_file(folder, root, row.get("file"), where, config.max_bytes)
-    try:
-        frame_index = int(row.get("frame_index", 0))
-    except (TypeError, ValueError):
-        raise RowProblem(f"{where}: frame_index {row.get('frame_index')!r} is not an integer") from None
+    frame_index = _frame_index(row.get("frame_index", 0), where)
     attribution = _text(row, "attribution", sidecar_path, number) or _text(row, "author", sidecar_path, number)
     group_id, family_id = row.get("group_id"), row.get("family_id")
     extras = {k: v for k, v in row.items() if k not in _KNOWN_KEYS}

@@ -29,7 +29,6 @@ of the answers, is decided by the crawler in :mod:`multimodal_lab.data.sources.w
 """
 from __future__ import annotations
 
-import io
 import logging
 import sqlite3
 import time
@@ -216,14 +215,15 @@ def _is_timeout(error: BaseException) -> bool:
 
 
 def _image_problem(body: bytes) -> str:
-    """Why Pillow cannot decode an image body ("" when it can)."""
-    from PIL import Image  # local: only the web and HF sources need Pillow at import time
+    """Why an image body cannot be used ("" when it can): the project's pixel limit is
+    checked from the header before anything is decoded (the byte limit was checked while
+    streaming)."""
+    from multimodal_lab.data.images import ImageRejected, open_image
 
     try:
-        with Image.open(io.BytesIO(body)) as image:
-            image.verify()
-    except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad data
-        return f"Pillow cannot decode it: {type(error).__name__}: {error}"
+        open_image(body, max_bytes=len(body), verify=True)
+    except ImageRejected as error:
+        return f"Pillow cannot decode it: {error}"
     return ""
 
 

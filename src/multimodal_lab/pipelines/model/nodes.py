@@ -58,6 +58,12 @@ def train_model(
     from multimodal_lab.training.loop import TrainConfig, train
 
     spec = get_family(family)
+    for split, records in (("train", train_records), ("val", val_records)):
+        if records.empty:
+            raise ValueError(
+                f"{family} trains on the {spec.corpus} corpus, whose {split} split is empty in this run: no "
+                f"source gave accepted records for it (see data_summary and rejected_records)"
+            )
     model_config = from_params(spec.config_class, model_params, where=f"params:{family}.model")
     model_config = with_image_input(model_config, ingest_params, train_records, family)
     train_config = from_params(TrainConfig, train_params, where=f"params:{family}.train")

@@ -56,11 +56,16 @@ def select_corpus(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Pick one corpus from the captioned records and split it by the assigned splits.
 
+    A corpus with no material at all in this run (the art corpus when only a folder of
+    photos is read) gives empty splits and a warning: a model family that needs it fails
+    with a clear message when it is trained, and the other families run.
+
     Returns:
         train, val and test records, and the candidates skipped (``record_id``, ``reason``).
 
     Raises:
-        ValueError: When a split of the corpus is empty, naming what to change.
+        ValueError: When the corpus has records but one of its splits is empty, naming
+            what to change.
     """
     from multimodal_lab.data.corpora import select_corpus as _select
 
@@ -69,7 +74,10 @@ def select_corpus(
     sizes = {k: len(v) for k, v in selection.splits.items()}
     log.info("corpus %s: %s records, %d skipped", spec.corpus, sizes, len(selection.skipped))
     empty = [k for k, n in sizes.items() if n == 0]
-    if empty:
+    if len(empty) == 3:
+        log.warning("corpus %s has no records in this run (no accepted record of corpus %s with a %r); "
+                    "model families that read it cannot be trained", spec.corpus, spec.corpus, spec.text_field)
+    elif empty:
         raise ValueError(
             f"corpus {spec.corpus} has no {' or '.join(empty)} records ({sizes}); it needs accepted records "
             f"with corpus in {spec.corpus} and a non-empty '{spec.text_field}' — add data, or change the split "
@@ -85,7 +93,7 @@ def build_tokenizer(train: pd.DataFrame, params: dict[str, Any]):
     spec = _spec(params)
     config = from_params(VocabConfig, spec.vocab, where="params:<corpus>.corpus.vocab")
     texts = train[spec.text_field].fillna("").tolist()
-    tokenizer = train_tokenizer(texts, config)
+    tokenizer = train_tokenizer(texts, config, allow_empty=train.empty)
     log.info("tokenizer: %d tokens (%s)", len(tokenizer), config)
     return tokenizer
 
