@@ -7,16 +7,40 @@
 which dataset column fills which record field.
 
 Images are read *without* letting ``datasets`` decode them (rows are read as Arrow, so an
-image arrives as its stored bytes or path), then decoded one at a time with Pillow and
-re-encoded as PNG. An image Pillow cannot decode is kept as its raw bytes with an
-``image_error`` note in the metadata, so that ingest rejects it with a reason instead of
-the whole load failing.
+image arrives as its stored bytes or as a file path), then decoded one at a time through
+``data.images.open_image`` and re-encoded as PNG.
+
+Choices:
+
+* Every dataset row becomes exactly one record. A row that cannot be used still becomes a
+  record, carrying the problem as text (``records.make_record``'s ``problem``), so ingest
+  rejects it with that reason and the row is visible in the rejected records instead of
+  vanishing: a row without an image, an image file that is missing or lies outside the
+  dataset's folder, an image above ``max_bytes`` or ``max_pixels``, a ``frame_index``
+  that is not an integer.
+* An image stored as a file path (a string, or a ``{"path": ...}`` value without bytes)
+  is read only from inside the dataset's own local folder (the ``save_to_disk`` directory,
+  the folder of data files, or ``data_dir``): an absolute path or a ``..`` that leaves it,
+  and a symlink resolving out of it, are refused without reading anything outside. A
+  dataset without a local folder (a Hub dataset loaded by name, or a builder given only
+  ``data_files``) has no folder to be inside of, so its path-only images are refused too;
+  save such a dataset with its images embedded (``save_to_disk`` embeds them) and read the
+  saved directory instead.
+* The byte limit is checked before a file is read and the pixel limit from the image
+  header before anything is decoded (the same limits as ingest); an image above either
+  becomes a problem record and is never decoded.
+* An image within the limits that Pillow cannot decode is kept as its raw bytes with an
+  ``image_error`` note in the metadata, so that ingest's image stage rejects it with a
+  reason instead of the whole load failing.
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
+import stat
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +50,12 @@ import pandas as pd
 from PIL import Image
 
 from multimodal_lab.config import from_params
+from multimodal_lab.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    open_image,
+)
 from multimodal_lab.data.records import make_record, records_frame
 
 logger = logging.getLogger(__name__)
@@ -37,7 +67,9 @@ MAPPABLE_FIELDS: dict[str, str] = {
     "story": "a string",
     "license": "a string; rows without one get HFSourceConfig.license",
     "attribution": "a string; rows without one get HFSourceConfig.attribution",
-    "group_id": "any value (made a string); records sharing it are split together",
+    "group_id": "any value (made a string); records sharing it form one item (a sequence, a story)",
+    "family_id": "any value (made a string); records sharing it stay on one side of the split and are "
+    "never deduplicated against each other; default the group id",
     "frame_index": "an int",
     "url": "a string; default '<path>#<split>/<row>'",
 }
@@ -48,6 +80,10 @@ _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 class HFSourceError(RuntimeError):
     """A dataset could not be opened or does not fit the column mapping."""
+
+
+class RowProblem(ValueError):
+    """A dataset row (or one image of it) that cannot become a usable record; the message is the reason."""
 
 
 @dataclass
@@ -68,6 +104,8 @@ class HFSourceConfig:
     corpus: str = "huggingface"  # corpus name written into every record
     max_rows: int | None = None  # read at most this many rows (from the start); None = all
     max_side: int | None = None  # downscale images so the longer side is at most this; None keeps size
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger images are not read or decoded (rejected with a reason)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images whose header claims more pixels are never decoded (rejected)
     metadata_columns: list[str] = field(default_factory=list)  # extra columns copied into metadata JSON
 
     def __post_init__(self) -> None:
@@ -82,6 +120,9 @@ class HFSourceConfig:
             raise ValueError(f"huggingface source: max_rows={self.max_rows} must be >= 0 or null")
         if self.max_side is not None and self.max_side <= 0:
             raise ValueError(f"huggingface source: max_side={self.max_side} must be > 0 or null")
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise ValueError(f"huggingface source: max_bytes={self.max_bytes} and max_pixels={self.max_pixels} "
+                             f"must be >= 1")
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> HFSourceConfig:
@@ -189,40 +230,130 @@ def check_columns(dataset: Any, wanted: Mapping[str, str], path: str, param: str
                             f"its columns are {available}")
 
 
-def read_image_bytes(value: Any, *, base_dir: str | None = None) -> bytes:
-    """Encoded bytes of an image value as ``datasets`` stores or returns it.
+def dataset_folder(path: str, data_dir: str | None = None) -> Path | None:
+    """The local folder a dataset's image files must lie in, or None when it has none.
 
-    Accepts a ``PIL.Image`` (encoded as PNG), raw bytes, a ``{'bytes', 'path'}`` dict
-    or a file path (relative paths are resolved against ``base_dir``).
+    A ``save_to_disk`` directory or a folder of data files is its own folder; a packaged
+    builder (``"imagefolder"``, ``"parquet"``) reads from its ``data_dir``. A Hub dataset
+    loaded by name, or a builder given only ``data_files``, has no folder.
     """
-    if isinstance(value, Image.Image):
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, Mapping):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
-        if value.get("path"):
-            return read_image_bytes(str(value["path"]), base_dir=base_dir)
-        raise ValueError("image value has neither bytes nor path")
-    if isinstance(value, (str, Path)):
-        file = Path(value)
-        if not file.is_absolute() and base_dir is not None:
-            file = Path(base_dir) / file
-        return file.read_bytes()
-    raise TypeError(f"cannot read an image from a {type(value).__name__}")
+    for candidate in (path, data_dir):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
 
 
-def to_png(data: bytes, max_side: int | None = None) -> bytes:
-    """Decode image bytes and re-encode as PNG (RGB or RGBA), downscaled to ``max_side``.
+# Opening flags for an image file: no symlink at the last step (the path was resolved just
+# before, so a link appearing there was swapped in since) and no blocking on a FIFO.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def read_image_file(name: str, folder: Path | str | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Bytes of an image file that a dataset row names, read only from inside ``folder``.
+
+    Args:
+        name: the path as the row gives it; a relative path is taken from ``folder``.
+        folder: the dataset's own folder (see :func:`dataset_folder`); None refuses every path.
+        max_bytes: a larger file is refused before it is read.
+
+    Returns:
+        The file's bytes.
 
     Raises:
-        OSError / ValueError: Pillow cannot decode ``data``.
+        RowProblem: the file lies outside the folder (``..``, an absolute path elsewhere, a
+            symlink out of it), does not exist, is not a regular file or is above
+            ``max_bytes``; nothing outside the folder was read.
     """
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
+    if folder is None:
+        raise RowProblem(
+            f"image file {name!r} is only a path and the dataset has no local folder to read it from; "
+            "nothing was read (save the dataset with its images embedded, e.g. with save_to_disk, and read that)"
+        )
+    folder = Path(os.path.normpath(Path(folder).absolute()))
+    root = folder.resolve()
+    given = Path(name)
+    candidate = given if given.is_absolute() else folder / given
+    outside = RowProblem(f"image file {name!r} points outside the dataset folder; nothing was read")
+    # A path that plainly leaves the folder is refused before anything is looked up, so
+    # nothing outside the folder is even stat'ed for it.
+    lexical = Path(os.path.normpath(candidate))
+    if not (lexical.is_relative_to(root) or lexical.is_relative_to(folder)):
+        raise outside
+    try:
+        # resolve() follows symlinks, so a link inside the folder that points out of it is caught too
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # symlink loops, NUL bytes in the name
+        raise RowProblem(f"image file {name!r} cannot be resolved ({error})") from None
+    if not resolved.is_relative_to(root):
+        raise outside
+    try:
+        descriptor = os.open(resolved, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise RowProblem(f"image file {name!r} does not exist in the dataset folder") from None
+    except OSError as error:
+        raise RowProblem(f"image file {name!r} cannot be opened ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RowProblem(f"image file {name!r} is not a regular file")
+        if info.st_size > max_bytes:
+            raise RowProblem(f"image file {name!r} is {info.st_size} bytes, above max_bytes {max_bytes}; not read")
+        data = file.read(max_bytes + 1)  # one byte more shows a file that grew since fstat
+    if len(data) > max_bytes:
+        raise RowProblem(f"image file {name!r} is above max_bytes {max_bytes}; not read")
+    return data
+
+
+def read_image_bytes(value: Any, *, folder: Path | str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Encoded bytes of an image value as ``datasets`` stores or returns it.
+
+    Args:
+        value: raw bytes, a ``{'bytes', 'path'}`` dict (stored bytes win over the path), a
+            file path, or a ``PIL.Image`` (encoded as PNG).
+        folder: the dataset's folder; paths are read only from inside it (see
+            :func:`read_image_file`).
+        max_bytes: larger encoded images are refused (files before they are read).
+        max_pixels: a ``PIL.Image`` with more pixels is refused.
+
+    Raises:
+        RowProblem: the value holds no image, names a file that cannot be read from the
+            folder, or is above a limit.
+    """
+    if isinstance(value, Image.Image):
+        # Already decoded by whoever made it; the pixel limit still bounds what is encoded.
+        if value.width * value.height > max_pixels:
+            raise RowProblem(f"image is {value.width}x{value.height} pixels, above max_pixels {max_pixels}")
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, Mapping):
+        if value.get("bytes"):
+            data = bytes(value["bytes"])
+        elif value.get("path"):
+            return read_image_file(str(value["path"]), folder, max_bytes=max_bytes)
+        else:
+            raise RowProblem("image value has neither bytes nor a path")
+    elif isinstance(value, (str, os.PathLike)):
+        return read_image_file(os.fspath(value), folder, max_bytes=max_bytes)
+    else:
+        raise RowProblem(f"cannot read an image from a {type(value).__name__}")
+    if len(data) > max_bytes:
+        raise RowProblem(f"image is {len(data)} bytes, above max_bytes {max_bytes}; not decoded")
+    return data
+
+
+def to_png(data: bytes, max_side: int | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Decode image bytes within the limits and re-encode as PNG (RGB or RGBA), downscaled to ``max_side``.
+
+    Raises:
+        ImageRejected: above a limit (checked before decoding; see ``data.images.open_image``)
+            or not decodable.
+    """
+    with open_image(data, max_bytes=max_bytes, max_pixels=max_pixels) as image:
         mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info else "RGB"
         converted = image.convert(mode)
     if max_side is not None and max(converted.size) > max_side:
@@ -232,16 +363,45 @@ def to_png(data: bytes, max_side: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def encode_image(value: Any, *, max_side: int | None = None, base_dir: str | None = None) -> tuple[bytes, str]:
+def _above_limit(reason: str) -> bool:
+    """Whether an ``open_image`` rejection is a limit (the header was read, nothing decoded).
+
+    Matches the wording of ``data.images.open_image``: its own pixel check, and Pillow's
+    decompression-bomb error for headers far beyond Pillow's limit. The byte limit is
+    already checked by :func:`read_image_bytes`.
+    """
+    return "above max_pixels" in reason or "above max_bytes" in reason or reason.startswith("decompression bomb")
+
+
+def encode_image(value: Any, *, max_side: int | None = None, folder: Path | str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, str]:
     """PNG bytes of an image value, or its raw bytes plus an error note when undecodable.
 
+    Args:
+        value: an image value (see :func:`read_image_bytes`).
+        max_side: downscale so the longer side is at most this; None keeps the size.
+        folder: the dataset's folder; file paths are read only from inside it.
+        max_bytes: larger images are refused before they are read or decoded.
+        max_pixels: images whose header claims more pixels are refused before decoding.
+
     Returns:
-        ``(image_bytes, error)``; ``error`` is "" when the image was re-encoded.
+        ``(image_bytes, error)``; ``error`` is "" when the image was re-encoded. Bytes that
+        are within the limits but cannot be decoded are returned raw with the reason, for
+        ingest's image stage to reject.
+
+    Raises:
+        RowProblem: the value cannot be read (see :func:`read_image_bytes`) or is above a
+            limit; nothing was decoded.
     """
-    raw = read_image_bytes(value, base_dir=base_dir)
+    raw = read_image_bytes(value, folder=folder, max_bytes=max_bytes, max_pixels=max_pixels)
     try:
-        return to_png(raw, max_side), ""
-    except Exception as error:  # noqa: BLE001 - Pillow raises many types for bad data
+        return to_png(raw, max_side, max_bytes=max_bytes, max_pixels=max_pixels), ""
+    except ImageRejected as rejected:
+        reason = str(rejected)
+        if _above_limit(reason):
+            raise RowProblem(f"{reason}; not decoded") from None
+        return raw, reason
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types while converting bad data
         return raw, f"{type(error).__name__}: {error}"
 
 
@@ -256,6 +416,67 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _mapped_fields(row: Mapping[str, Any], index: int, config: HFSourceConfig) -> dict[str, Any]:
+    """The record fields the column mapping fills, besides the image; RowProblem when one is unusable."""
+    cols = config.columns
+
+    def text(key: str) -> str | None:
+        return _text(row.get(cols[key])) if key in cols else None
+
+    group = row.get(cols["group_id"]) if "group_id" in cols else None
+    family = row.get(cols["family_id"]) if "family_id" in cols else None
+    frame_index = row.get(cols["frame_index"]) if "frame_index" in cols else None
+    try:
+        frame_index = 0 if frame_index is None else int(frame_index)
+    except (TypeError, ValueError):
+        raise RowProblem(f"row {index}: frame_index {frame_index!r} in column {cols['frame_index']!r} "
+                         f"is not an integer") from None
+    return {
+        "caption": text("caption"),
+        "story": text("story"),
+        "license": text("license") or config.license,
+        "attribution": text("attribution") or config.attribution,
+        "url": text("url") or f"{config.path}#{config.split}/{index}",
+        "group_id": None if group is None else str(group),
+        "family_id": None if family is None else str(family),
+        "frame_index": frame_index,
+    }
+
+
+def _row_record(row: Mapping[str, Any], index: int, config: HFSourceConfig,
+                folder: Path | None) -> tuple[dict[str, Any], str]:
+    """One dataset row as one record, and how it went: "ok", "problem" or "undecodable".
+
+    A row that cannot be used carries its problem; an undecodable image is kept raw.
+    """
+    column = config.columns["image"]
+    metadata: dict[str, Any] = {"dataset": config.path, "split": config.split, "row": index}
+    metadata.update({c: _json_safe(row.get(c)) for c in config.metadata_columns})
+    fields: dict[str, Any] = {
+        "source": "huggingface", "corpus": config.corpus, "license": config.license,
+        "attribution": config.attribution, "url": f"{config.path}#{config.split}/{index}", "metadata": metadata,
+    }
+    try:
+        fields |= _mapped_fields(row, index, config)
+        value = row.get(column)
+        if value is None:
+            raise RowProblem(f"row {index} has no image in column {column!r}")
+        if isinstance(value, list):
+            raise HFSourceError(f"column {column!r} holds a list of images; the generic source takes one "
+                                f"image per row (use the story_reasoning source for image sequences)")
+        try:
+            image, error = encode_image(value, max_side=config.max_side, folder=folder,
+                                        max_bytes=config.max_bytes, max_pixels=config.max_pixels)
+        except RowProblem as problem:
+            raise RowProblem(f"row {index}, column {column!r}: {problem}") from None
+    except RowProblem as problem:
+        # The row number in the problem keeps the ids of problem rows distinct.
+        return make_record(image=b"", **fields, problem=str(problem)), "problem"
+    if error:
+        metadata["image_error"] = error
+    return make_record(image=image, **fields), "undecodable" if error else "ok"
+
+
 def load_hf_records(config: HFSourceConfig) -> pd.DataFrame:
     """Read one split of a dataset into records (source "huggingface").
 
@@ -263,7 +484,11 @@ def load_hf_records(config: HFSourceConfig) -> pd.DataFrame:
         config: where the dataset is and how its columns map onto record fields.
 
     Returns:
-        A record frame, one row per dataset row (up to ``max_rows``), in dataset order.
+        A record frame, one row per dataset row (up to ``max_rows``), in dataset order;
+        rows that cannot be used carry their problem (ingest rejects them with it).
+
+    Raises:
+        HFSourceError: the dataset cannot be opened or does not fit the column mapping.
     """
     dataset = open_dataset(
         config.path, split=config.split, name=config.name, data_files=config.data_files,
@@ -272,43 +497,16 @@ def load_hf_records(config: HFSourceConfig) -> pd.DataFrame:
     )
     wanted = dict(config.columns) | {f"metadata_columns[{c}]": c for c in config.metadata_columns}
     check_columns(dataset, wanted, config.path, "params:huggingface.columns")
-    base_dir = config.path if Path(config.path).is_dir() else None
-    cols = config.columns
+    folder = dataset_folder(config.path, config.data_dir)
     records = []
-    broken = 0
+    outcomes: Counter[str] = Counter()
     for index, row in enumerate(iter_raw_rows(dataset, config.max_rows)):
-        value = row.get(cols["image"])
-        if value is None:
-            logger.warning("huggingface source: row %d has no image in column %r; skipped", index, cols["image"])
-            continue
-        if isinstance(value, list):
-            raise HFSourceError(f"column {cols['image']!r} holds a list of images; the generic source takes one "
-                                f"image per row (use the story_reasoning source for image sequences)")
-        image, error = encode_image(value, max_side=config.max_side, base_dir=base_dir)
-        broken += bool(error)
-        metadata: dict[str, Any] = {"dataset": config.path, "split": config.split, "row": index}
-        metadata.update({c: _json_safe(row.get(c)) for c in config.metadata_columns})
-        if error:
-            metadata["image_error"] = error
-        group = row.get(cols["group_id"]) if "group_id" in cols else None
-        frame_index = row.get(cols["frame_index"]) if "frame_index" in cols else None
-        records.append(
-            make_record(
-                image=image,
-                source="huggingface",
-                corpus=config.corpus,
-                caption=_text(row.get(cols["caption"])) if "caption" in cols else None,
-                story=_text(row.get(cols["story"])) if "story" in cols else None,
-                license=(_text(row.get(cols["license"])) if "license" in cols else None) or config.license,
-                attribution=(_text(row.get(cols["attribution"])) if "attribution" in cols else None)
-                or config.attribution,
-                url=(_text(row.get(cols["url"])) if "url" in cols else None)
-                or f"{config.path}#{config.split}/{index}",
-                group_id=None if group is None else str(group),
-                frame_index=0 if frame_index is None else int(frame_index),
-                metadata=metadata,
-            )
-        )
+        record, outcome = _row_record(row, index, config, folder)
+        records.append(record)
+        outcomes[outcome] += 1
+    if outcomes["problem"]:
+        logger.warning("huggingface source: %d row(s) of %s[%s] cannot be used; ingest rejects them with the "
+                       "reason (see rejected_records)", outcomes["problem"], config.path, config.split)
     logger.info("huggingface source: %d records from %s[%s] (%d undecodable images kept raw for ingest)",
-                len(records), config.path, config.split, broken)
+                len(records), config.path, config.split, outcomes["undecodable"])
     return records_frame(records)
