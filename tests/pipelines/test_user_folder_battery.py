@@ -303,10 +303,7 @@ CASES: list[Case] = [
     row("repeat_refused_licence", "repeat_licence.png", ("license", "LicenseRef-All-Rights-Reserved not in allow-list"),
         caption="Shared twice, licensed once.", license="All rights reserved"),
     row("repeat_allowed_licence", "repeat_licence.png", ACCEPTED, caption="Shared twice, licensed once.",
-        license="CC0-1.0",
-        bug="ingest rejects repeated record ids (duplicate_id) before the licence stage, and the record id "
-            "ignores the licence: this CC0 row is rejected as a repeat of a row that the licence stage "
-            "then rejects, with a reason saying the other row was 'kept'; neither copy survives"),
+        license="CC0-1.0"),  # the usable copy is the one kept
     # --- texts
     row("html_caption", "text_0.png", caption=HTML_CAPTION),
     row("blank_caption_no_story", "text_1.png", ("text", "no caption and no story"), caption="    "),
@@ -330,9 +327,7 @@ CASES: list[Case] = [
     row("folder_named_png", "album.png", ("source", "'album.png' is not a file")),
     row("frame_index_word", "bad_frame.png", ("source", "frame_index 'two' is not an integer"), frame_index="two"),
     row("frame_index_fraction", "frame_float.png", ("source", "frame_index 1.5 is not an integer"),
-        frame_index=1.5,
-        bug="local_folder._row_record converts frame_index with int(), so 1.5 silently becomes frame 1 "
-            "(and true becomes 1) instead of being rejected as 'not an integer'"),
+        frame_index=1.5),
     row("caption_is_a_number", "number_caption.png", ("source", "'caption' must be a string, got 42"), caption=42),
     # --- groups: three complete 5-frame walks (one per split) and a 2-frame pair
     *[row(f"walk_{s}_{f}", f"seq_{s}_{f}.png", caption=f"Step {f} of the {s} walk: the path bends.",
@@ -679,18 +674,8 @@ def _bad_name_folder(path: Path, name_kind: str) -> str:
     return "loop_a.png"
 
 
-def _unusable_name_case(name_kind: str, error: type[Exception] | tuple[type[Exception], ...]):
-    errors = error if isinstance(error, tuple) else (error,)
-    bug = (f"local_folder._image_file lets the {' / '.join(e.__name__ for e in errors)} that "
-           f"Path.resolve()/exists() raise for a {name_kind} escape, so one sidecar row stops the whole "
-           "run instead of becoming a rejected record")
-    return pytest.param(name_kind, id=name_kind.replace(" ", "_"),
-                        marks=pytest.mark.xfail(strict=True, raises=error, reason=bug))
-
-
-@pytest.mark.parametrize("name_kind", [_unusable_name_case("null byte", ValueError),
-                                       _unusable_name_case("name too long", OSError),
-                                       _unusable_name_case("symlink loop", (RuntimeError, OSError))])
+@pytest.mark.parametrize("name_kind", ["null byte", "name too long", "symlink loop"],
+                         ids=lambda kind: kind.replace(" ", "_"))
 def test_an_unusable_file_name_is_a_rejected_row_not_a_crash(tmp_path, name_kind):
     (tmp_path / "ok.png").write_bytes(_png(1))
     name = _bad_name_folder(tmp_path, name_kind)

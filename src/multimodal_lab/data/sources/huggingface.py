@@ -88,7 +88,7 @@ class RowProblem(ValueError):
 
 @dataclass
 class HFSourceConfig:
-    """Parameters of a Hugging Face dataset source (``params:huggingface`` in the wiring)."""
+    """Parameters of a Hugging Face dataset source (``params:sources.huggingface`` in the wiring)."""
 
     path: str  # Hub id, save_to_disk directory, data-files folder, or builder name ("parquet", "imagefolder")
     columns: dict[str, str] = field(default_factory=lambda: {"image": "image"})  # record field -> dataset column
@@ -146,7 +146,7 @@ def open_dataset(
     revision: str | None = None,
     cache_dir: str | None = None,
     streaming: bool = False,
-    param_prefix: str = "params:huggingface",
+    param_prefix: str = "params:sources.huggingface",
 ) -> Any:
     """Open one split: ``load_from_disk`` for saved dirs, ``load_dataset`` otherwise.
 
@@ -496,7 +496,7 @@ def load_hf_records(config: HFSourceConfig) -> pd.DataFrame:
         streaming=config.streaming,
     )
     wanted = dict(config.columns) | {f"metadata_columns[{c}]": c for c in config.metadata_columns}
-    check_columns(dataset, wanted, config.path, "params:huggingface.columns")
+    check_columns(dataset, wanted, config.path, "params:sources.huggingface.columns")
     folder = dataset_folder(config.path, config.data_dir)
     records = []
     outcomes: Counter[str] = Counter()

@@ -85,7 +85,7 @@ _ANY_GROUNDING_TAG = re.compile(r"</?gd[a-z]*(\s[^<>]*)?>", re.I)
 
 @dataclass
 class StoryReasoningConfig:
-    """Parameters of the StoryReasoning source (``params:story_reasoning`` in the wiring)."""
+    """Parameters of the StoryReasoning source (``params:sources.story_reasoning`` in the wiring)."""
 
     path: str = "daniel3303/StoryReasoning"  # Hub id, save_to_disk dir, or folder of the parquet files
     split: str = "train"  # "train" (3,552 stories) or "test" (626)
@@ -302,7 +302,7 @@ def load_story_reasoning(config: StoryReasoningConfig) -> pd.DataFrame:
     """
     dataset = open_dataset(
         config.path, split=config.split, revision=config.revision, cache_dir=config.cache_dir,
-        streaming=config.streaming, param_prefix="params:story_reasoning",
+        streaming=config.streaming, param_prefix="params:sources.story_reasoning",
     )
     check_columns(dataset, _COLUMNS, config.path, "the StoryReasoning schema")
     folder = dataset_folder(config.path)

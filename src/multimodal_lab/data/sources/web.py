@@ -85,7 +85,7 @@ def _host_entries(name: str, entries: str | list[str]) -> list[str]:
 
 @dataclass
 class WebSourceConfig:
-    """Parameters of one crawl (``params:web`` in the Kedro wiring)."""
+    """Parameters of one crawl (``params:sources.web`` in the Kedro wiring)."""
 
     start_urls: list[str]  # pages the crawl starts from, in order
     # where pages may be fetched from: "host" (the scheme's default port, 80/443, only) or
