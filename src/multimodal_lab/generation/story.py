@@ -1,9 +1,11 @@
 """Story generation from images with a prefix language model.
 
 The image prefix (B, k, D) and the bos embedding form ``inputs_embeds``; the language
-model's own ``generate`` continues from there with its KV cache, in one batch, greedy,
-sampled or with beam search. With ``inputs_embeds`` and no ``input_ids`` GPT-2's
-``generate`` returns only the new tokens, which are decoded to clean text.
+model continues from there with its KV cache, in one batch: greedy decoding of a GPT-2
+goes through the lean static-cache loop of :mod:`~multimodal_lab.generation.greedy`
+(the same tokens, a fraction of the per-token overhead), sampling and beam search
+through the model's own ``generate``. Only the new tokens come back, decoded to clean
+text.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from multimodal_lab.generation.greedy import greedy_decode, supports
 
 STRATEGIES = ("greedy", "sample", "beam")
 
@@ -99,6 +103,9 @@ def generate_token_ids(model: nn.Module, images: torch.Tensor | None, settings: 
         bos_ids = torch.full((batch, 1), bos, dtype=torch.long, device=device)
         embeds = torch.cat([prefix.to(model.lm.dtype), model.embed_tokens(bos_ids)], dim=1)  # (B, k + 1, D)
         attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+        if _lean(model.lm, settings):
+            return greedy_decode(model.lm, embeds, settings.max_new_tokens, tokenizer.eos_token_id,
+                                 tokenizer.pad_token_id)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(settings.seed)  # sampling draws from the global generator
             output = model.lm.generate(inputs_embeds=embeds, attention_mask=attention_mask,
@@ -107,6 +114,17 @@ def generate_token_ids(model: nn.Module, images: torch.Tensor | None, settings: 
         return output
     finally:
         model.train(was_training)
+
+
+def _lean(lm: nn.Module, settings: GenerationSettings) -> bool:
+    """Greedy without a repetition penalty or generation-config constraints: the lean loop applies."""
+    config = getattr(lm, "generation_config", None)
+    constrained = config is not None and (
+        (config.min_new_tokens or 0) > 0 or config.suppress_tokens or config.bad_words_ids
+        or config.forced_eos_token_id is not None
+    )
+    return (settings.strategy == "greedy" and settings.repetition_penalty == 1.0 and supports(lm)
+            and not constrained)
 
 
 def check_fits(model: nn.Module, prefix_tokens: int, max_new_tokens: int) -> None:
