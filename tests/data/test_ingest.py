@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -167,7 +168,8 @@ def test_config_from_dict_and_unknown_keys():
     with pytest.raises(ValueError, match="'CC-BY'"):
         IngestConfig(license_allow=["CC-BY"])
     with pytest.raises(ValueError, match="workers"):
-        IngestConfig(workers=0)
+        IngestConfig(workers=-1)
+    assert IngestConfig(workers=0).workers == (os.cpu_count() or 1)  # 0: one per core
 
 
 def test_project_parameters_build_a_config():

@@ -331,3 +331,24 @@ def test_parse_pairs_rule():
     assert parse_pairs("A small red star and the large blue ring.") == [("red", "star"), ("blue", "ring")]
     assert parse_pairs("red and then a star") == []
     assert object_pairs({"objects": [{"colour": "red", "shape": "star"}]}) == [("red", "star")]
+
+
+def test_workers_and_the_cache_give_the_same_bytes(tmp_path, monkeypatch):
+    from multimodal_lab.data import scene_world as world_module
+
+    config = SceneWorldConfig(seed=3, n_scenes=260, n_engravings=3, n_sequences=2, image_size=32)
+    serial = generate_scene_world(config)
+    parallel = generate_scene_world(config, workers=2)  # chunks of 250 records: two tasks for the scenes
+    pd.testing.assert_frame_equal(serial, parallel)
+
+    cached = SceneWorldConfig(**{**config.__dict__, "cache_dir": str(tmp_path), "workers": 2})
+    assert world_module.config_key(cached) == world_module.config_key(config)  # how, not what
+    first = world_module.cached_scene_world(cached)
+    pd.testing.assert_frame_equal(first, serial)
+    assert len(list(tmp_path.glob("scene_world-*.parquet"))) == 1
+    calls = []
+    monkeypatch.setattr(world_module, "generate_scene_world", lambda *a, **k: calls.append(1))
+    again = world_module.cached_scene_world(cached)  # read back, not drawn again
+    assert calls == [] and again.equals(first)
+    other = SceneWorldConfig(**{**cached.__dict__, "seed": 4})
+    assert world_module.config_key(other) != world_module.config_key(cached)

@@ -26,18 +26,19 @@ pytestmark = pytest.mark.slow
 #: History: the move onto the family machinery left the landed main's figures unchanged
 #: (model perplexity 137.4074092160537 on the val split); the three-way split by family,
 #: the test split as the evaluated one, the mean-prefix control, the nearest-neighbour
-#: baseline and per-token validation loss gave these.
+#: baseline and per-token validation loss, then scene images encoded at zlib level 1 (new
+#: bytes, so new record ids and another draw of the split) gave these.
 PINNED = {
-    ("model", "perplexity"): 131.62414135507683,
-    ("model", "distinct_1"): 0.003472222222222222,
+    ("model", "perplexity"): 141.3637117848878,
+    ("model", "distinct_1"): 0.006944444444444444,
     ("model", "mean_words"): 24.0,
     ("model", "pair_f1"): 0.0,
-    ("shuffled_images", "perplexity"): 131.7102481198849,
-    ("mean_prefix", "perplexity"): 131.6499603679292,
-    ("nearest_neighbour", "pair_f1"): 0.052631578947368425,
-    ("nearest_neighbour", "distinct_2"): 0.5241935483870968,
+    ("shuffled_images", "perplexity"): 141.2918546516558,
+    ("mean_prefix", "perplexity"): 141.30655280394635,
+    ("nearest_neighbour", "colour_f1"): 0.16216216216216214,
+    ("nearest_neighbour", "distinct_2"): 0.5573333333333333,
 }
-PINNED_FINAL_LOSSES = {"train_loss": 4.870211124420166, "val_loss": 4.912939501981597}
+PINNED_FINAL_LOSSES = {"train_loss": 4.897643089294434, "val_loss": 4.94541277486878}
 
 
 def _only_version(folder: Path) -> Path:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class IngestConfig:
     image: ImagePolicy = field(default_factory=ImagePolicy)  # image checks and normalisation
     near_duplicate_distance: int = 4  # max pHash Hamming distance (of 64 bits) for a near duplicate; -1 = exact only
     near_duplicate_max_difference: float | None = None  # also require thumbnails within this mean abs. difference (0-255); None = pHash alone
-    workers: int = 1  # processes for image validation; 1 = in-process (identical results)
+    workers: int = 1  # processes for image validation; 1 = in-process, 0 = one per CPU core (identical results)
     chunk_size: int = 64  # images per worker task
     progress: bool | None = None  # progress bars; None = only on a terminal
 
@@ -92,8 +93,10 @@ class IngestConfig:
         # Fail at configuration time on a misspelt licence id, not mid-run.
         normalize_allow_list(self.license_allow)
         self.license_allow = list(self.license_allow)
-        if self.workers < 1:
-            raise ValueError(f"ingest workers must be >= 1, got {self.workers}")
+        if self.workers < 0:
+            raise ValueError(f"ingest workers must be >= 0 (0 = one per CPU core), got {self.workers}")
+        if self.workers == 0:
+            self.workers = os.cpu_count() or 1
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> IngestConfig:

@@ -298,7 +298,12 @@ def render_scene(metadata: Mapping[str, Any], image_size: int, style: str = "pla
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes with no timestamp or text chunks, so equal pixels give equal bytes."""
+    """PNG bytes with no timestamp or text chunks, so equal pixels give equal bytes.
+
+    zlib level 1: ingest decodes and re-encodes every image anyway, so the generated
+    bytes only travel to it; level 1 encodes ~3x faster than 6 (it was ~30 % of the
+    time a scene took to make) for somewhat larger files.
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6)
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

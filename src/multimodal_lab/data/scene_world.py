@@ -24,14 +24,21 @@ this module samples scenes, assigns licences and damage, and builds the records.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import logging
+import json
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from multimodal_lab.data import scene_text
 from multimodal_lab.data.records import make_record, records_frame
@@ -58,6 +65,11 @@ DAMAGE_KINDS: tuple[str, ...] = ("empty", "truncated", "not_image")
 
 SOURCE = "scene_world"
 ATTRIBUTION = "multimodal_lab scene world"
+logger = logging.getLogger(__name__)
+
+#: Bump when a change to the generator changes the records a config gives (cached copies
+#: of an older format are then not reused).
+WORLD_FORMAT = 2
 MAX_OBJECTS = 3  # a story has one sentence per object and must stay within 5 sentences
 MAX_FRAMES = 12  # motions must stay inside the frame over the whole sequence
 
@@ -86,10 +98,13 @@ class SceneWorldConfig:
     max_sequence_objects: int = 2  # most objects in a sequence frame, 1..2
     bad_license_fraction: float = 0.05  # share of records given a licence the default allow-list rejects
     damaged_fraction: float = 0.01  # share of records whose image bytes are damaged
+    # How to make it, not what: neither changes a single byte of the records.
+    workers: int = 1  # processes drawing records (0 = one per CPU core)
+    cache_dir: str | None = None  # keep a copy per config here and reuse it on the next run (None = off)
 
     def __post_init__(self) -> None:
         for name in ("seed", "n_scenes", "n_engravings", "n_sequences", "frames_per_sequence",
-                     "image_size", "min_objects", "max_objects", "max_sequence_objects"):
+                     "image_size", "min_objects", "max_objects", "max_sequence_objects", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"SceneWorldConfig.{name} must be an integer, got {value!r}")
@@ -385,6 +400,21 @@ def sequence_records(config: SceneWorldConfig, index: int) -> list[dict[str, Any
     return records
 
 
+def _corpus_records(args: tuple[SceneWorldConfig, str, int, int]) -> list[dict[str, Any]]:
+    """Records ``start..stop`` of one corpus (module level, so worker processes can run it)."""
+    config, corpus, start, stop = args
+    if corpus == "scene":
+        return [scene_record(config, i) for i in range(start, stop)]
+    if corpus == "engraving":
+        return [engraving_record(config, i) for i in range(start, stop)]
+    return [r for i in range(start, stop) for r in sequence_records(config, i)]
+
+
+def _tasks(config: SceneWorldConfig, chunk: int) -> list[tuple[SceneWorldConfig, str, int, int]]:
+    counts = (("scene", config.n_scenes), ("engraving", config.n_engravings), ("sequence", config.n_sequences))
+    return [(config, corpus, start, min(start + chunk, n)) for corpus, n in counts for start in range(0, n, chunk)]
+
+
 def iter_scene_world(config: SceneWorldConfig) -> Iterator[dict[str, Any]]:
     """Yield every record: scenes, then engravings, then sequence frames in order.
 
@@ -402,6 +432,68 @@ def iter_scene_world(config: SceneWorldConfig) -> Iterator[dict[str, Any]]:
         yield from sequence_records(config, i)
 
 
-def generate_scene_world(config: SceneWorldConfig) -> pd.DataFrame:
-    """All records of :func:`iter_scene_world` as a records DataFrame."""
-    return records_frame(iter_scene_world(config))
+def generate_scene_world(config: SceneWorldConfig, workers: int | None = None,
+                         progress: bool | None = None) -> pd.DataFrame:
+    """All records of :func:`iter_scene_world` as a records DataFrame.
+
+    Args:
+        config: what to generate.
+        workers: processes drawing records (default: ``config.workers``; 0 = one per
+            core); every record has its own seeded generator, so the frame is
+            byte-identical whatever the number of workers.
+        progress: a progress bar; None shows one only on a terminal.
+    """
+    workers = config.workers if workers is None else workers
+    workers = workers or os.cpu_count() or 1
+    tasks = _tasks(config, chunk=250)
+    total = config.n_scenes + config.n_engravings + config.n_sequences * config.frames_per_sequence
+    disable = None if progress is None else not progress
+    records: list[dict[str, Any]] = []
+    with tqdm(total=total, desc="scene world", unit="rec", disable=disable) as bar:
+        if workers == 1 or len(tasks) < 2:
+            parts = map(_corpus_records, tasks)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            parts = pool.map(_corpus_records, tasks)  # in submission order: the frame keeps its order
+        try:
+            for part in parts:
+                records.extend(part)
+                bar.update(len(part))
+        finally:
+            if workers > 1 and len(tasks) >= 2:
+                pool.shutdown()
+    return records_frame(records)
+
+
+def config_key(config: SceneWorldConfig) -> str:
+    """A short hash of everything that decides the generated records (the config and the
+    generator's format version), naming a cached copy of them."""
+    content = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("workers", "cache_dir")}
+    payload = json.dumps({"config": content, "format": WORLD_FORMAT}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cached_scene_world(config: SceneWorldConfig) -> pd.DataFrame:
+    """:func:`generate_scene_world`, read from ``config.cache_dir`` when this config was drawn before.
+
+    The cache holds one parquet file per :func:`config_key`; a file is written to a
+    temporary name and renamed, so an interrupted run never leaves a partial copy that a
+    later run would trust. A copy that cannot be read is drawn again.
+    """
+    if not config.cache_dir:
+        return generate_scene_world(config)
+    from pathlib import Path
+
+    folder = Path(config.cache_dir)
+    path = folder / f"scene_world-{config_key(config)}.parquet"
+    if path.is_file():
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError):
+            logger.warning("cached scene world %s cannot be read; drawing it again", path)
+    frame = generate_scene_world(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(staging, index=False)
+    os.replace(staging, path)
+    return frame

@@ -28,17 +28,21 @@ def _enabled(params: dict[str, Any] | None, where: str) -> tuple[bool, dict[str,
 def load_scene_world(params: dict[str, Any]) -> pd.DataFrame:
     """Generate the embedded scene world (the default data, no downloads).
 
+    With ``cache_dir`` set, the records of a config are kept there (one parquet file per
+    seed + config + generator version) and a later run with the same config reads them
+    back instead of drawing them again.
+
     Args:
         params: ``params:sources.scene_world`` — ``enabled`` plus the fields of
             ``SceneWorldConfig``.
     """
-    from multimodal_lab.data.scene_world import SceneWorldConfig, generate_scene_world
+    from multimodal_lab.data.scene_world import SceneWorldConfig, cached_scene_world
 
     enabled, params = _enabled(params, "sources.scene_world")
     if not enabled:
         return records_frame([])
     config = from_params(SceneWorldConfig, params, where="params:sources.scene_world")
-    frame = generate_scene_world(config)
+    frame = cached_scene_world(config)
     log.info("scene world: %d records (%s)", len(frame), frame["corpus"].value_counts().to_dict())
     return frame
 
