@@ -273,3 +273,27 @@ def test_validation_loss_is_a_mean_over_tokens_not_examples():
     value = evaluate_loss(CountingNet(), loader, Accelerator(cpu=True))
     # batch 1: loss 1 over 8 tokens; batch 2: loss 3 over 2 tokens -> (8 + 6) / 10, not (1 + 3) / 2
     assert value == pytest.approx(1.4)
+
+
+def test_a_task_metric_picks_the_kept_weights_and_drives_early_stopping():
+    scores = iter([0.2, 0.9, 0.5, 0.4, 0.3, 0.1])
+    seen = []
+
+    def validate(model):
+        assert not model.training  # scored in eval mode, handed back in train mode
+        seen.append(model.body[0].weight.detach().clone())
+        return {"val_task": next(scores)}
+
+    model = fresh(dropout=0.0)
+    result = train(model, Regression(64, 0), Regression(32, 1), collate,
+                   config(max_steps=30, eval_every=5, select_metric="val_task", early_stopping_patience=3),
+                   validate=validate)
+    # 0.9 at the second evaluation (step 10) is the best; three worse ones stop the run at step 25
+    assert result.best_step == 10 and result.best_score == 0.9 and result.select_metric == "val_task"
+    assert result.stopped_early and result.steps == 25
+    assert torch.equal(model.body[0].weight, seen[1])  # the weights of step 10 were kept
+    assert all("val_loss" in r and "val_task" in r for r in result.history if r["step"] % 5 == 0)
+    with pytest.raises(ValueError, match="select_metric 'val_f1' is not among the evaluation's metrics"):
+        train(fresh(), Regression(64, 0), Regression(32, 1), collate, config(max_steps=5, select_metric="val_f1"))
+    assert TrainConfig(select_metric="val_pair_f1").minimise is False
+    assert TrainConfig(select_metric="val_loss").minimise is True

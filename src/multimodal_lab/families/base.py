@@ -40,6 +40,9 @@ class ModelFamily:
     # (model, records, settings, train_records, split) -> scores of the model, its controls and baselines
     evaluate: Callable[..., Evaluation]
     eval_settings_class: type = EvalSettings  # built from params:<name>.evaluation
+    # (model, val records, how many, seed) -> a function scoring the model's task on a fixed
+    # subset of them during training ({"val_pair_f1": ...}); None = the family has none
+    validator: Callable[[nn.Module, pd.DataFrame, int, int], Callable[[nn.Module], dict[str, float]]] | None = None
     # model -> the family's inference API object (e.g. StoryTeller); None = none yet
     inference: Callable[[nn.Module], Any] | None = None
     headline_metric: str | None = None  # the metric reports and bars lead with, e.g. "pair_f1"

@@ -24,7 +24,7 @@ from multimodal_lab.evaluation.harness import (
 from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
-from multimodal_lab.generation.story import generate_from_prefix
+from multimodal_lab.generation.story import GenerationSettings, generate_from_prefix
 from multimodal_lab.models.preprocess import arrays_to_tensor, decode_image, image_to_array
 from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config, build_story_gpt2
 
@@ -146,6 +146,35 @@ def evaluate_story_model(model: StoryGPT2, records: pd.DataFrame, settings: Stor
         model.to(home).train(was_training)  # hand the model back as it came
 
 
+def validator(model: StoryGPT2, records: pd.DataFrame, count: int, seed: int):
+    """Grounding of greedy stories on a fixed seeded subset of validation records, for model selection.
+
+    The images are decoded once; each call decodes the stories of the same records with
+    the model as it is then (in eval mode, on its device) and scores their (colour,
+    shape) pairs: ``val_pair_f1``, ``val_colour_f1``, ``val_shape_f1``.
+    """
+    from multimodal_lab.evaluation.harness import select_records
+    from multimodal_lab.evaluation.suites import get_suite
+
+    chosen = select_records(records, count, seed).reset_index(drop=True)
+    spec = model.image_input
+    pixels = torch.from_numpy(np.stack([image_to_array(decode_image(b), spec) for b in chosen["image"]]))
+    suite = get_suite("grounding")
+    settings = GenerationSettings(max_new_tokens=model.config.max_story_tokens)
+
+    def validate(current: StoryGPT2) -> dict[str, float]:
+        device = next(current.parameters()).device
+        texts = []
+        with torch.no_grad():
+            for start in range(0, len(chosen), 64):
+                images = arrays_to_tensor(pixels[start:start + 64]).to(device)
+                texts.extend(generate_from_prefix(current, current.encode_prefix(images), settings))
+        scores = suite.score(texts, chosen).metrics
+        return {f"val_{name}": scores[name] for name in ("pair_f1", "colour_f1", "shape_f1")}
+
+    return validate
+
+
 def inference(model: StoryGPT2):
     from multimodal_lab.inference import StoryTeller
 
@@ -164,6 +193,7 @@ FAMILY = register_family(
         evaluate=evaluate_story_model,
         eval_settings_class=StoryEvalSettings,
         inference=inference,
+        validator=validator,
         headline_metric="pair_f1",
         description=(
             "A CNN encodes the image into a grid of feature tokens; a mapper turns them into prefix "

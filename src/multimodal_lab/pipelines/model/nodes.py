@@ -87,7 +87,14 @@ def train_model(
         # say how many, since a large share means max_*_tokens is too small.
         log.warning("%s: %s training texts were longer than the model's limit and were cut: %s",
                     family, sum(truncated.values()), truncated)
-    result = train(model, train_set, val_set, collate, train_config, log_metrics=mlflow_metrics_logger(every=10))
+    validate = None
+    if train_config.validation_records:
+        if spec.validator is None:
+            raise ValueError(f"params:{family}.train.validation_records is set but {family} has no task metric; "
+                             "set it to 0 and select on val_loss")
+        validate = spec.validator(model, val_records, train_config.validation_records, train_config.seed)
+    result = train(model, train_set, val_set, collate, train_config, log_metrics=mlflow_metrics_logger(every=10),
+                   validate=validate)
     if train_config.checkpoint_dir:
         # The finished model is saved (versioned) by the catalog; its resume points are
         # no longer needed.
@@ -96,6 +103,10 @@ def train_model(
         "family": family,
         "steps": result.steps,
         "best_val_loss": result.best_val_loss,
+        "select_metric": result.select_metric,
+        "best_step": result.best_step,
+        "best_score": result.best_score,
+        "num_processes": result.num_processes,
         "stopped_early": result.stopped_early,
         "resumed_from": result.resumed_from,
         "train_seconds": result.train_seconds,
