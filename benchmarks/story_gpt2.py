@@ -20,6 +20,10 @@ so machine load affects both alike.
    for ``generate``, a masked eos logit for the baseline), so both write exactly
    ``--new-tokens`` tokens; the script checks this and how often the two agree.
    Target ratio >= 5x.
+3. Interactive latency: one image, one story (at most ``--new-tokens`` tokens) through
+   ``StoryTeller.tell`` at batch 1, greedy: with ``decoder="generate"`` (GPT-2's
+   ``generate``, the path before the lean decoder) against the default lean static-cache
+   loop (``generation.greedy``). The stories must be the same. Target: >= 3x lower.
 
 The model is the one in ``conf/base/parameters_story_gpt2.yml`` (``story_gpt2.model``)
 when that file exists and describes a GPT-2 built from config, else ``StoryGPT2Config()``
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each contender (median kept)")
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16"),
                         help="bf16 autocast for both training loops (GPU)")
-    parser.add_argument("--parts", default="train,generate", help="comma list: train, generate")
+    parser.add_argument("--parts", default="train,generate,latency", help="comma list: train, generate, latency")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -195,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return base
 
     parts = {part.strip() for part in args.parts.split(",")}
-    unknown = parts - {"train", "generate"}
+    unknown = parts - {"train", "generate", "latency"}
     if unknown:
-        parser.error(f"unknown --parts {sorted(unknown)}; use train and/or generate")
+        parser.error(f"unknown --parts {sorted(unknown)}; use train, generate and/or latency")
     rows: list[tuple[str, float, float, str, str]] = []
     notes: list[str] = []
     plain_times, project_times = [], []
@@ -220,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{statistics.median(plain_times):.2f} s (plain loop)")
     if "generate" in parts:
         row, note = _generation(fresh(), dataset, device, args)
+        if row is None:
+            print(note, file=sys.stderr)
+            return 1
+        rows.append(row)
+        notes.append(note)
+    if "latency" in parts:
+        row, note = _latency(fresh(), dataset, device, args)
         if row is None:
             print(note, file=sys.stderr)
             return 1
@@ -263,6 +274,33 @@ def _generation(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
            f"{cache_tps / nocache_tps:.1f}x", ">= 5x")
     note = (f"generation: {args.repeats} runs, median {statistics.median(cache_times):.3f} s (KV cache) vs "
             f"{statistics.median(nocache_times):.3f} s (no cache); tokens agreeing between the two: {agreement:.1%}")
+    return row, note
+
+
+def _latency(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
+             args: argparse.Namespace) -> tuple[tuple | None, str]:
+    """Per-story latency at batch 1 through ``StoryTeller.tell``: generate() vs the lean loop, as a table row."""
+    from multimodal_lab.inference import StoryTeller
+    from PIL import Image
+
+    teller = StoryTeller(model.eval(), device=device, batch_size=1)
+    pixels = (dataset.image_tensor([0])[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    image = Image.fromarray(pixels)
+    before = GenerationSettings(max_new_tokens=args.new_tokens, decoder="generate")  # the path before
+    now = GenerationSettings(max_new_tokens=args.new_tokens)  # greedy: the lean loop
+    slow_story, fast_story = teller.tell(image, before), teller.tell(image, now)  # warm-up and agreement
+    if slow_story != fast_story:
+        return None, f"error: the two decoders told different stories: {slow_story!r} vs {fast_story!r}"
+    generate_times, lean_times = [], []
+    for _ in range(max(args.repeats, 7)):
+        generate_times.append(_timed(lambda: teller.tell(image, before), device)[0])
+        lean_times.append(_timed(lambda: teller.tell(image, now), device)[0])
+    slow, fast = statistics.median(generate_times), statistics.median(lean_times)
+    words = len(fast_story[0].split())
+    row = ("story latency ms (batch 1)", fast * 1000, slow * 1000, f"{slow / fast:.1f}x", ">= 3x lower")
+    note = (f"latency: StoryTeller.tell on one image, {max(args.repeats, 7)} runs each, median {slow * 1000:.1f} ms "
+            f"(generate) vs {fast * 1000:.1f} ms (lean loop); the same story ({words} words, at most "
+            f"{args.new_tokens} tokens)")
     return row, note
 
 

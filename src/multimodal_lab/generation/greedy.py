@@ -7,11 +7,13 @@ matrix products. This module runs the same computation with less around it:
 
 * the prefix (image prefix + bos) goes through the model's own forward once (prefill),
   and its keys and values are copied into buffers sized for the whole story;
-* each new token then runs the model's own modules (embeddings, ``ln_1``, ``c_attn``,
-  ``c_proj``, ``ln_2``, ``mlp``, ``ln_f``, the LM head) with the attention of one query
-  against the cached keys written out as GPT-2's eager attention computes it
-  (``softmax(q k^T * scaling) v``; a single new query may attend to every cached key,
-  so no mask is needed).
+* each new token then runs the model's own weights through the same operations as
+  GPT-2's modules — layer norms, ``Conv1D`` projections (``addmm``), the MLP with the
+  model's own activation, the tied LM head — called as functions rather than through
+  ``nn.Module`` dispatch (at batch 1 that dispatch costs more than the arithmetic), with
+  the attention of one query against the cached keys written out as GPT-2's eager
+  attention computes it (``softmax(q k^T * scaling) v``; a single new query may attend to
+  every cached key, so no mask is needed).
 
 The tokens are the ones ``generate`` picks (tested against it, token for token); the
 output has ``generate``'s shape: new tokens only, the pad token after a row's eos, as
@@ -21,7 +23,22 @@ repetition penalty, a plain GPT-2); otherwise callers use ``generate``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class _LayerWeights:
+    """One GPT-2 block's parameters, fetched once (attribute lookups cost at batch 1)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        self.ln1_w, self.ln1_b, self.ln1_eps = block.ln_1.weight, block.ln_1.bias, block.ln_1.eps
+        self.attn_w, self.attn_b = block.attn.c_attn.weight, block.attn.c_attn.bias  # Conv1D: (D, 3D)
+        self.proj_w, self.proj_b = block.attn.c_proj.weight, block.attn.c_proj.bias
+        self.scaling = block.attn.scaling
+        self.ln2_w, self.ln2_b, self.ln2_eps = block.ln_2.weight, block.ln_2.bias, block.ln_2.eps
+        self.fc_w, self.fc_b = block.mlp.c_fc.weight, block.mlp.c_fc.bias
+        self.out_w, self.out_b = block.mlp.c_proj.weight, block.mlp.c_proj.bias
+        self.act = block.mlp.act  # the model's own activation
 
 
 def supports(lm: nn.Module) -> bool:
@@ -71,22 +88,31 @@ def greedy_decode(lm: nn.Module, inputs_embeds: torch.Tensor, max_new_tokens: in
     finished = token == eos_token_id
     tokens = [token]
     position = length
+    layers = [_LayerWeights(block) for block in transformer.h]
+    final_norm = transformer.ln_f
+    head = lm.lm_head.weight  # (V, D)
+    wte, wpe = transformer.wte.weight, transformer.wpe.weight
+    pad = torch.full_like(token, pad_token_id)
     while len(tokens) < max_new_tokens and not bool(finished.all()):
-        hidden = transformer.wte(token[:, None]) + transformer.wpe.weight[position]  # (B, 1, D)
-        for index, block in enumerate(transformer.h):
-            attention = block.attn
-            query, key, value = attention.c_attn(block.ln_1(hidden)).split(width, dim=2)
-            query = query.view(batch, 1, heads, head_dim).transpose(1, 2)  # (B, H, 1, d)
+        hidden = (wte[token] + wpe[position]).view(batch, width)  # (B, D)
+        for index, layer in enumerate(layers):
+            normed = F.layer_norm(hidden, (width,), layer.ln1_w, layer.ln1_b, layer.ln1_eps)
+            qkv = torch.addmm(layer.attn_b, normed, layer.attn_w)  # (B, 3D)
+            query, key, value = qkv.split(width, dim=1)
             keys[index][:, :, position] = key.view(batch, heads, head_dim)
             values[index][:, :, position] = value.view(batch, heads, head_dim)
             cached_keys = keys[index][:, :, :position + 1]  # (B, H, t, d)
             cached_values = values[index][:, :, :position + 1]
-            weights = torch.softmax(torch.matmul(query, cached_keys.transpose(-1, -2)) * attention.scaling, dim=-1)
+            scores = torch.matmul(query.view(batch, heads, 1, head_dim), cached_keys.transpose(-1, -2))
+            weights = torch.softmax(scores * layer.scaling, dim=-1)  # (B, H, 1, t)
             attended = torch.matmul(weights.to(cached_values.dtype), cached_values)  # (B, H, 1, d)
-            hidden = hidden + attention.c_proj(attended.transpose(1, 2).reshape(batch, 1, width))
-            hidden = hidden + block.mlp(block.ln_2(hidden))
-        logits = lm.lm_head(transformer.ln_f(hidden))[:, -1]  # (B, V)
-        token = torch.where(finished, torch.full_like(token, pad_token_id), logits.argmax(dim=-1))
+            hidden = hidden + torch.addmm(layer.proj_b, attended.reshape(batch, width), layer.proj_w)
+            normed = F.layer_norm(hidden, (width,), layer.ln2_w, layer.ln2_b, layer.ln2_eps)
+            inner = layer.act(torch.addmm(layer.fc_b, normed, layer.fc_w))  # (B, 4D)
+            hidden = hidden + torch.addmm(layer.out_b, inner, layer.out_w)
+        hidden = F.layer_norm(hidden, (width,), final_norm.weight, final_norm.bias, final_norm.eps)
+        logits = F.linear(hidden, head)  # (B, V), as the LM head computes it
+        token = torch.where(finished, pad, logits.argmax(dim=-1))
         finished = finished | (token == eos_token_id)
         tokens.append(token)
         position += 1

@@ -32,6 +32,7 @@ class GenerationSettings:
     repetition_penalty: float = 1.0  # > 1 discourages repeating tokens
     num_beams: int = 4  # beams for strategy "beam"
     seed: int = 0  # sampling seed: the same seed gives the same stories
+    decoder: str = "auto"  # "auto": greedy GPT-2 through the lean loop (same tokens); "generate": always generate()
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -44,6 +45,8 @@ class GenerationSettings:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.decoder not in ("auto", "generate"):
+            raise ValueError(f"decoder must be 'auto' or 'generate', got {self.decoder!r}")
         if self.strategy == "beam" and self.num_beams < 2:
             raise ValueError(f"strategy 'beam' needs num_beams >= 2, got {self.num_beams}")
 
@@ -123,8 +126,8 @@ def _lean(lm: nn.Module, settings: GenerationSettings) -> bool:
         (config.min_new_tokens or 0) > 0 or config.suppress_tokens or config.bad_words_ids
         or config.forced_eos_token_id is not None
     )
-    return (settings.strategy == "greedy" and settings.repetition_penalty == 1.0 and supports(lm)
-            and not constrained)
+    return (settings.decoder == "auto" and settings.strategy == "greedy" and settings.repetition_penalty == 1.0
+            and supports(lm) and not constrained)
 
 
 def check_fits(model: nn.Module, prefix_tokens: int, max_new_tokens: int) -> None:
