@@ -231,3 +231,49 @@ def test_a_format_1_model_directory_still_loads(tmp_path):
     model.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(loaded(**data).logits, model(**data).logits)
+
+
+def test_emphasised_words_weigh_more_in_the_loss():
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    plain = build_story_gpt2(tiny_config(), tokenizer).eval()
+    weighted = build_story_gpt2(tiny_config(emphasis_words=["red", "blue"], emphasis_weight=3.0), tokenizer).eval()
+    weighted.load_state_dict(plain.state_dict())
+    data = batch(tokenizer)
+    with torch.no_grad():
+        base, heavy = plain(**data), weighted(**data)
+        logits = base.logits[:, :-1].flatten(0, 1)
+        targets = data["labels"][:, 1:].flatten()
+        per_token = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+    valid = targets != -100
+    emphasised = torch.isin(targets, torch.tensor([tokenizer.convert_tokens_to_ids(w) for w in ("red", "blue")]))
+    expected = (per_token * torch.where(emphasised, 3.0, 1.0) * valid).sum() / valid.sum()
+    assert emphasised.sum() == 2  # "red" and "blue" appear once each in the batch
+    assert heavy.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert heavy.loss.item() > base.loss.item() and base.num_targets == heavy.num_targets == int(valid.sum())
+    with pytest.raises(ValueError, match="emphasis_weight must be positive"):
+        tiny_config(emphasis_weight=0.0)
+
+
+def test_region_loss_trains_a_head_on_the_grid_tokens_from_story_targets():
+    from multimodal_lab.families.story_gpt2 import region_targets
+
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    model = build_story_gpt2(tiny_config(region_loss_weight=0.5), tokenizer)
+    assert model.region_head is not None and len(model.config.region_colours) == 8
+    stories = ["a red circle sat near the top left .", "a large blue star sat on the left ."]
+    targets = region_targets(stories, 2, model.config.region_colours, model.config.region_shapes)
+    # grid 2: "near the top left" is cell 0; "on the left" names no cell of a 2x2 grid
+    assert targets["region_masks"][0, 0].tolist() == [True, False, False, False]
+    assert targets["region_colours"][:, 0].tolist() == [0, -100] and targets["region_shapes"][0, 0] == 0
+    data = batch(tokenizer)
+    out = model(**data, **targets)
+    plain = model(**data)
+    assert out.region_loss is not None and out.region_loss.item() > 0
+    assert out.loss.item() == pytest.approx(plain.loss.item() + 0.5 * out.region_loss.item(), rel=1e-5)
+    out.loss.backward()
+    assert model.region_head.weight.grad.abs().sum() > 0  # the head and the encoder learn from it
+    none = {k: v.clone() for k, v in targets.items()}
+    none["region_colours"][:] = -100
+    assert model(**data, **none).region_loss is None  # a batch without targets adds nothing

@@ -297,3 +297,25 @@ def test_a_task_metric_picks_the_kept_weights_and_drives_early_stopping():
         train(fresh(), Regression(64, 0), Regression(32, 1), collate, config(max_steps=5, select_metric="val_f1"))
     assert TrainConfig(select_metric="val_pair_f1").minimise is False
     assert TrainConfig(select_metric="val_loss").minimise is True
+
+
+def test_length_buckets_keep_every_example_once_per_epoch_and_cut_padding():
+    lengths = [int(x) for x in torch.randint(5, 60, (96,), generator=torch.Generator().manual_seed(0))]
+    plain = SeededBatchSampler(96, 8, seed=2)
+    bucketed = SeededBatchSampler(96, 8, seed=2, lengths=lengths, bucket_batches=4)
+    for epoch in range(2):
+        batches = bucketed.epoch_batches(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(96)) and all(len(b) == 8 for b in batches)
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(bucketed.epoch_batches(0)) < 0.6 * padding(plain.epoch_batches(0))
+    # the order of lengths over the epoch is not sorted (no length curriculum)
+    means = [sum(lengths[i] for i in b) / 8 for b in bucketed.epoch_batches(0)]
+    assert means != sorted(means)
+    # resumable: starting at batch 5 gives what the uninterrupted run gives from there
+    resumed = iter(SeededBatchSampler(96, 8, seed=2, start_batch=5, lengths=lengths, bucket_batches=4))
+    assert next(resumed) == bucketed.epoch_batches(0)[5]
+    with pytest.raises(ValueError, match="one length per training example"):
+        SeededBatchSampler(96, 8, seed=2, lengths=[1, 2], bucket_batches=4)

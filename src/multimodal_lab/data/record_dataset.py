@@ -18,7 +18,7 @@ stories end there) and counted in ``truncated``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +92,8 @@ class RecordDataset(Dataset):
             exactly frames 0..G-1 (other groups are dropped with a warning).
         cache_images: decode every image once up front (fast epochs) or on access;
             None decides by size (cached while under ``CACHE_LIMIT_BYTES``).
+        extras: more batch tensors a family derives from the records: name -> a
+            function of the kept records giving one row per record (group_size 1 only).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class RecordDataset(Dataset):
         texts: Sequence[TextField],
         group_size: int = 1,
         cache_images: bool | None = None,
+        extras: Mapping[str, Callable[[pd.DataFrame], torch.Tensor]] | None = None,
     ) -> None:
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -135,6 +138,16 @@ class RecordDataset(Dataset):
             self.token_ids[field.column], self.truncated[field.column] = encode_texts_counted(
                 values, field.tokenizer, field.max_tokens)
         self._length = len(groups)
+        self.extras: dict[str, torch.Tensor] = {}
+        if extras:
+            if self.group_size != 1:
+                raise ValueError("extras are per record; they need group_size 1")
+            kept = records.iloc[rows]
+            for name, make in extras.items():
+                values = make(kept)
+                if len(values) != len(rows):
+                    raise ValueError(f"extra {name!r} gave {len(values)} rows for {len(rows)} records")
+                self.extras[name] = values
         if cache_images is None:
             cache_images = len(self.images) * self.image_size**2 * 3 <= CACHE_LIMIT_BYTES
         self.pixels: torch.Tensor | None = None
@@ -178,7 +191,14 @@ class RecordDataset(Dataset):
         for field in self.text_fields:
             ids = [torch.tensor(self.token_ids[field.column][i], dtype=torch.long) for i in frames]
             item[field.column] = ids[0] if self.group_size == 1 else ids
+        for name, values in self.extras.items():
+            item[name] = values[index]
         return item
+
+    def lengths(self) -> list[int]:
+        """Tokens of each item's texts (all fields and frames), for length bucketing."""
+        frames = [range(i * self.group_size, (i + 1) * self.group_size) for i in range(self._length)]
+        return [sum(len(self.token_ids[f.column][j]) for f in self.text_fields for j in rows) for rows in frames]
 
     def image_tensor(self, indices: Sequence[int] | None = None) -> torch.Tensor:
         """Float images (B, 3, S, S) in [0, 1] of the given records (all when None; group_size 1)."""
@@ -217,6 +237,7 @@ class RecordCollator:
     """
 
     texts: Sequence[TextField]  # the dataset's text fields
+    extras: Sequence[str] = ()  # the dataset's extra tensors, stacked as they are
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([item["pixels"] for item in items])  # (B, [G,] S, S, 3)
@@ -233,4 +254,6 @@ class RecordCollator:
             padded = pad_texts(sequences, field.tokenizer.pad_token_id)
             for name, tensor in padded.items():
                 out[field.name(name)] = tensor.unflatten(0, (batch, group)) if group else tensor
+        for name in self.extras:
+            out[name] = torch.stack([item[name] for item in items])
         return out

@@ -192,10 +192,19 @@ def join_list(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+#: Where the position words start: a centre left of LOW is "left", right of HIGH "right"
+#: (the same for top and bottom).
+POSITION_LOW, POSITION_HIGH = 0.36, 0.64
+
+
+def _band(value: float, low_word: str, high_word: str) -> str:
+    return low_word if value < POSITION_LOW else high_word if value > POSITION_HIGH else ""
+
+
 def position_phrase(x: float, y: float) -> str:
     """Where a centre (fractions of the image side, y down) lies, in words."""
-    col = "left" if x < 0.36 else "right" if x > 0.64 else ""
-    row = "top" if y < 0.36 else "bottom" if y > 0.64 else ""
+    col = _band(x, "left", "right")
+    row = _band(y, "top", "bottom")
     if row and col:
         return f"near the {row} {col}"
     if row:
@@ -203,6 +212,20 @@ def position_phrase(x: float, y: float) -> str:
     if col:
         return f"on the {col}"
     return "in the middle"
+
+
+def position_regions(grid: int) -> dict[str, list[bool]]:
+    """Each position phrase -> the cells of a ``grid`` x ``grid`` image grid (row by row) it names.
+
+    A cell belongs to a phrase when its centre would be described by it, so a text that
+    says "a red star near the top left" points at the cells the star's centre can be in.
+    """
+    centres = [(i + 0.5) / grid for i in range(grid)]
+    regions: dict[str, list[bool]] = {}
+    for row, y in enumerate(centres):
+        for col, x in enumerate(centres):
+            regions.setdefault(position_phrase(x, y), [False] * (grid * grid))[row * grid + col] = True
+    return regions
 
 
 def relation_phrase(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:

@@ -6,6 +6,7 @@ and what its controls mean. The rest is the shared machinery.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,8 @@ from multimodal_lab.evaluation.harness import (
     evaluate,
     nearest_neighbour_texts,
 )
+from multimodal_lab.data.scene_text import position_regions
+from multimodal_lab.evaluation.grounding import extract_pairs
 from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
@@ -73,9 +76,64 @@ def load(directory, map_location: str = "cpu") -> StoryGPT2:
     return StoryGPT2.from_pretrained(directory, map_location=map_location)
 
 
+REGION_SLOTS = 3  # object sentences per story that can carry a region target (the scene world's most objects)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def region_targets(texts: list[str], grid: int, colours: list[str], shapes: list[str]) -> dict[str, torch.Tensor]:
+    """Region-grounding targets read off stories: which grid cells each object sentence points at.
+
+    A sentence that names exactly one (colour, shape) pair and one position phrase
+    ("a small red star rested near the top left") gives one target: the cells of that
+    phrase (``scene_text.position_regions``), the colour class and the shape class. Other
+    sentences give none; up to :data:`REGION_SLOTS` per story.
+
+    Returns:
+        ``region_masks`` (n, R, grid*grid) bool, ``region_colours`` and ``region_shapes``
+        (n, R) long with -100 where a slot is empty.
+    """
+    regions = position_regions(grid)
+    phrases = sorted(regions, key=len, reverse=True)  # "near the top left" before "near the top"
+    colour_id = {c: i for i, c in enumerate(colours)}
+    shape_id = {s: i for i, s in enumerate(shapes)}
+    masks = torch.zeros(len(texts), REGION_SLOTS, grid * grid, dtype=torch.bool)
+    colour_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
+    shape_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
+    for row, text in enumerate(texts):
+        slot = 0
+        for sentence in _SENTENCE.split(str(text).lower()):
+            phrase = next((p for p in phrases if p in sentence), None)
+            pairs = extract_pairs(sentence, colours, shapes)
+            if phrase is None or len(pairs) != 1 or slot >= REGION_SLOTS:
+                continue
+            colour, shape = pairs[0]
+            masks[row, slot] = torch.tensor(regions[phrase])
+            colour_t[row, slot], shape_t[row, slot] = colour_id[colour], shape_id[shape]
+            slot += 1
+    return {"region_masks": masks, "region_colours": colour_t, "region_shapes": shape_t}
+
+
 def training_data(model: StoryGPT2, records: pd.DataFrame) -> tuple[RecordDataset, RecordCollator]:
     texts = [TextField(TEXT_COLUMN, model.tokenizer, model.config.max_story_tokens)]
-    return RecordDataset(records, image=model.image_input, texts=texts), RecordCollator(texts)
+    extras = {}
+    config = model.config
+    if config.region_loss_weight > 0:
+        grid = getattr(model.encoder, "grid", None)
+        if grid is None:
+            raise ValueError(f"region_loss_weight needs an encoder with a token grid; {config.encoder['name']!r} has none")
+        cache: dict[str, dict[str, torch.Tensor]] = {}
+
+        def target(name: str):
+            def make(kept: pd.DataFrame) -> torch.Tensor:
+                if "all" not in cache:
+                    cache["all"] = region_targets(kept[TEXT_COLUMN].tolist(), grid, config.region_colours,
+                                                  config.region_shapes)
+                return cache["all"][name]
+            return make
+
+        extras = {name: target(name) for name in ("region_masks", "region_colours", "region_shapes")}
+    dataset = RecordDataset(records, image=model.image_input, texts=texts, extras=extras)
+    return dataset, RecordCollator(texts, extras=tuple(extras))
 
 
 class StoryConditioner:

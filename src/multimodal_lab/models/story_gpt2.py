@@ -76,6 +76,11 @@ class StoryGPT2Config:
     lm_init_std: float = 0.02  # std of GPT-2's initial weights when built from config (GPT-2's own is 0.02)
     freeze_lm: bool = False  # train only encoder + mapper (ClipCap's frozen GPT-2 setting)
     max_story_tokens: int = 64  # longest text in tokens, bos and eos included (longer is cut)
+    emphasis_words: list[str] = field(default_factory=list)  # words whose tokens weigh emphasis_weight in the loss
+    emphasis_weight: float = 1.0  # loss weight of those tokens (1 = plain cross-entropy)
+    region_loss_weight: float = 0.0  # weight of the text-derived region grounding loss (0 = off; see forward)
+    region_colours: list[str] = field(default_factory=list)  # its colour classes (scene-world colours when empty)
+    region_shapes: list[str] = field(default_factory=list)  # its shape classes (scene-world shapes when empty)
 
     def __post_init__(self) -> None:
         if self.lm_source not in ("config", "pretrained"):
@@ -102,6 +107,15 @@ class StoryGPT2Config:
             raise ValueError(f"mapper must be 'mlp' or 'attention', got {self.mapper!r}")
         if self.mapper == "attention" and self.n_embd % self.mapper_heads:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by mapper_heads {self.mapper_heads}")
+        if self.emphasis_weight <= 0:
+            raise ValueError(f"emphasis_weight must be positive, got {self.emphasis_weight}")
+        if self.region_loss_weight < 0:
+            raise ValueError(f"region_loss_weight must be >= 0, got {self.region_loss_weight}")
+        if self.region_loss_weight > 0 and not (self.region_colours and self.region_shapes):
+            from multimodal_lab.data.scene_world import COLOURS, SHAPES
+
+            self.region_colours = list(self.region_colours or COLOURS)
+            self.region_shapes = list(self.region_shapes or SHAPES)
         if self.lm_init_std <= 0:
             raise ValueError(f"lm_init_std must be positive, got {self.lm_init_std}")
         if not 0.0 <= self.dropout < 1.0:
@@ -123,9 +137,10 @@ class StoryGPT2Config:
 class StoryGPT2Output:
     """Forward result: ``logits[:, t]`` predicts ``input_ids[:, t + 1]``."""
 
-    loss: torch.Tensor | None  # mean cross-entropy over labelled story tokens
+    loss: torch.Tensor | None  # training objective: mean (weighted) cross-entropy over labelled tokens + region loss
     logits: torch.Tensor  # (B, T, V) over the text positions only
     num_targets: int | None = None  # labelled tokens the loss averages over (weights a validation mean)
+    region_loss: torch.Tensor | None = None  # the region grounding term alone (when it ran)
 
 
 class PrefixMapper(nn.Module):
@@ -166,6 +181,15 @@ class PrefixMapper(nn.Module):
         attended, _ = self.attention(queries, features, features, need_weights=False)
         hidden = queries + attended
         return hidden + self.net(self.norm(hidden))  # (B, k, D)
+
+
+def _word_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> set[int]:
+    """Ids of a word's tokens, alone and after a space (byte-level BPE spells those apart)."""
+    ids: set[int] = set()
+    for form in (word, " " + word):
+        ids.update(tokenizer(form, add_special_tokens=False)["input_ids"])
+    ids.discard(tokenizer.unk_token_id)
+    return ids
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -227,6 +251,16 @@ class StoryGPT2(nn.Module):
             raise ValueError(f"language model width {self.lm.config.n_embd} != config n_embd {config.n_embd}")
         if len(self.tokenizer) > self.lm.config.vocab_size:
             self.lm.resize_token_embeddings(len(self.tokenizer))
+        # Per-token loss weights: emphasised words (e.g. colour and shape names) count more.
+        weights = torch.ones(len(self.tokenizer))
+        for word in config.emphasis_words:
+            for token in _word_token_ids(self.tokenizer, word):
+                weights[token] = config.emphasis_weight
+        self.register_buffer("loss_weights", weights, persistent=False)
+        self.region_head = None
+        if config.region_loss_weight > 0:
+            classes = len(config.region_colours) + len(config.region_shapes)
+            self.region_head = nn.Linear(self.encoder.out_dim, classes)
         self.lm.generation_config.pad_token_id = self.tokenizer.pad_token_id
         self.lm.generation_config.eos_token_id = self.tokenizer.eos_token_id
         if config.freeze_lm:
@@ -269,7 +303,9 @@ class StoryGPT2(nn.Module):
         return self.lm.get_output_embeddings()(hidden[:, prefix.shape[1]:])  # (B, T, V)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None) -> StoryGPT2Output:
+                labels: torch.Tensor | None = None, region_masks: torch.Tensor | None = None,
+                region_colours: torch.Tensor | None = None,
+                region_shapes: torch.Tensor | None = None) -> StoryGPT2Output:
         """Score stories given images.
 
         Args:
@@ -277,18 +313,53 @@ class StoryGPT2(nn.Module):
             input_ids: (B, T) ``bos story eos pad...``.
             attention_mask: (B, T) 1 on real tokens, 0 on padding.
             labels: (B, T) token ids with -100 where no loss is wanted (bos, padding).
+            region_masks: (B, R, G) for the region loss: the encoder grid cells (row by
+                row) that each of R object sentences of the story points at with its
+                position phrase ("near the top left").
+            region_colours: (B, R) class of each sentence's colour (-100: no sentence).
+            region_shapes: (B, R) class of each sentence's shape (-100: no sentence).
 
         Returns:
-            loss (when labels are given) and text logits (B, T, V).
+            loss (when labels are given) and text logits (B, T, V). With the region
+            loss on, a small head classifies colour and shape from every grid token; the
+            best-scoring token inside a sentence's region must name that sentence's
+            object. The targets come from the training stories alone, and the term makes
+            the image tokens carry which object is where before the language model has
+            learned to ask for it.
         """
-        logits = self.text_logits(self.encode_prefix(images), input_ids, attention_mask)  # (B, T, V)
-        loss, num_targets = None, None
+        features = self.encoder.forward_features(images)  # (B, N, D_enc)
+        logits = self.text_logits(self.mapper(features), input_ids, attention_mask)  # (B, T, V)
+        loss, num_targets, region_loss = None, None, None
         if labels is not None:
             # Position t predicts token t + 1, so the prefix never carries a target.
             targets = labels[:, 1:]
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-            num_targets = int((targets != -100).sum())
-        return StoryGPT2Output(loss=loss, logits=logits, num_targets=num_targets)
+            flat_logits, flat_targets = logits[:, :-1].flatten(0, 1).float(), targets.flatten()
+            valid = flat_targets != -100
+            num_targets = int(valid.sum())
+            if self.config.emphasis_words and self.config.emphasis_weight != 1.0:
+                per_token = F.cross_entropy(flat_logits, flat_targets, ignore_index=-100, reduction="none")
+                weights = self.loss_weights[flat_targets.clamp(min=0)] * valid
+                loss = (per_token * weights).sum() / valid.sum().clamp(min=1)
+            else:
+                loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-100)
+            if self.region_head is not None and region_masks is not None:
+                region_loss = self._region_loss(features, region_masks, region_colours, region_shapes)
+                if region_loss is not None:
+                    loss = loss + self.config.region_loss_weight * region_loss
+        return StoryGPT2Output(loss=loss, logits=logits, num_targets=num_targets, region_loss=region_loss)
+
+    def _region_loss(self, features: torch.Tensor, masks: torch.Tensor, colours: torch.Tensor,
+                     shapes: torch.Tensor) -> torch.Tensor | None:
+        if not bool((colours != -100).any()):
+            return None  # no story in the batch named an object's place
+        cells = masks.shape[-1]
+        if cells > features.shape[1]:
+            raise ValueError(f"region masks cover {cells} cells but the encoder gives {features.shape[1]} tokens")
+        scores = self.region_head(features[:, -cells:].float())  # (B, G, C + S): the grid tokens
+        pooled = scores[:, None].masked_fill(~masks[..., None], -1e4).amax(dim=2)  # (B, R, C + S)
+        split = len(self.config.region_colours)
+        return (F.cross_entropy(pooled[..., :split].flatten(0, 1), colours.flatten(), ignore_index=-100)
+                + F.cross_entropy(pooled[..., split:].flatten(0, 1), shapes.flatten(), ignore_index=-100))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory``.

@@ -36,7 +36,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,10 @@ class TrainConfig:
     checkpoint_keep: int = 2  # most recent checkpoints kept on disk
     resume: bool = True  # continue from the newest checkpoint in checkpoint_dir if any
     mixed_precision: str = "auto"  # "auto" (bf16 on a capable GPU), "no" or "bf16"
+    bucket_batches: int = 0  # sort each run of this many batches by text length before batching (0 = off)
     num_workers: int = 0  # DataLoader worker processes
     num_processes: int = 1  # data-parallel training processes on this machine (DDP through Accelerate)
-    threads_per_process: int = 0  # torch threads of each process (0 = CPU cores / processes)
+    threads_per_process: int = 0  # torch threads of each process (0 = CPU cores / processes; one process: torch's own)
     main_port: int = 0  # rendezvous port of the processes (0 = a free one)
     progress_bar: bool = True  # show a tqdm bar
 
@@ -100,7 +101,7 @@ class TrainConfig:
             if int(getattr(self, key)) <= 0:
                 raise ValueError(f"TrainConfig.{key} must be positive, got {getattr(self, key)}")
         for key in ("warmup_steps", "eval_every", "max_eval_batches", "early_stopping_patience", "checkpoint_every",
-                    "num_workers", "validation_records", "threads_per_process", "main_port"):
+                    "num_workers", "validation_records", "threads_per_process", "main_port", "bucket_batches"):
             if int(getattr(self, key)) < 0:
                 raise ValueError(f"TrainConfig.{key} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -159,10 +160,15 @@ class SeededBatchSampler(Sampler[list[int]]):
     epoch's order comes from ``seed`` and the epoch number alone. With several
     processes, process ``rank`` takes every ``world_size``-th example of each global
     batch, so together they see exactly the batches one process would.
+
+    With ``lengths`` and ``bucket_batches``, each run of ``bucket_batches`` batches of the
+    shuffled order is sorted by length before it is cut into batches, and those batches
+    are shuffled again: a batch holds texts of similar length (less padding to compute)
+    while the order of lengths over training stays random.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, start_batch: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, lengths: Sequence[int] | None = None, bucket_batches: int = 0) -> None:
         if size < batch_size:
             raise ValueError(
                 f"the training set has {size} examples, fewer than batch_size {batch_size}; "
@@ -173,16 +179,33 @@ class SeededBatchSampler(Sampler[list[int]]):
         self.size, self.batch_size, self.seed, self.start_batch = size, batch_size, seed, start_batch
         self.rank, self.world_size = rank, world_size
         self.per_epoch = size // batch_size  # the ragged tail is dropped: equal batches
+        if bucket_batches and (lengths is None or len(lengths) != size):
+            raise ValueError("bucket_batches needs one length per training example")
+        self.lengths = list(lengths) if bucket_batches else None
+        self.bucket_batches = bucket_batches
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of one epoch, in order."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()[: self.per_epoch * self.batch_size]
+        width = self.batch_size
+        if not self.bucket_batches:
+            return [order[i * width:(i + 1) * width] for i in range(self.per_epoch)]
+        batches: list[list[int]] = []
+        span = self.bucket_batches * width
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=self.lengths.__getitem__)  # stable: ties keep order
+            cut = [chunk[i:i + width] for i in range(0, len(chunk), width)]
+            batches.extend(cut[i] for i in torch.randperm(len(cut), generator=generator).tolist())
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         batch = self.start_batch
         while True:
             epoch, offset = divmod(batch, self.per_epoch)
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
-            for index in range(offset, self.per_epoch):
-                # the global batch, then this process's slice of it (all of it with one process)
-                yield order[index * self.batch_size:(index + 1) * self.batch_size][self.rank::self.world_size]
+            for global_batch in self.epoch_batches(epoch)[offset:]:
+                # this process's slice of the global batch (all of it with one process)
+                yield global_batch[self.rank::self.world_size]
             batch = (epoch + 1) * self.per_epoch
 
     def __len__(self) -> int:  # endless; DataLoader needs a number only for len()
@@ -304,7 +327,13 @@ def train(
     """
     if config.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _launch(model, train_dataset, val_dataset, collate_fn, config, log_metrics, validate)
-    return _train(model, train_dataset, val_dataset, collate_fn, config, log_metrics, validate)
+    threads = torch.get_num_threads()
+    if config.threads_per_process:
+        torch.set_num_threads(config.threads_per_process)
+    try:
+        return _train(model, train_dataset, val_dataset, collate_fn, config, log_metrics, validate)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _free_port() -> int:
@@ -396,8 +425,12 @@ def _train(
                 return _finish(raw_model, history, best_val, best_weights, step, True, resumed_from, 0.0,
                                best_step, best_score, config)
 
+    lengths = train_dataset.lengths() if config.bucket_batches and hasattr(train_dataset, "lengths") else None
+    if config.bucket_batches and lengths is None:
+        raise ValueError("train.bucket_batches needs a training dataset that reports lengths(); set it to 0")
     sampler = SeededBatchSampler(len(train_dataset), config.batch_size, config.seed,
-                                 start_batch=step * config.grad_accum_steps, rank=rank, world_size=world)
+                                 start_batch=step * config.grad_accum_steps, rank=rank, world_size=world,
+                                 lengths=lengths, bucket_batches=config.bucket_batches)
     train_loader = DataLoader(train_dataset, batch_sampler=sampler, collate_fn=collate_fn,
                               num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
                               pin_memory=accelerator.device.type == "cuda",
