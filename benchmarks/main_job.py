@@ -4,17 +4,19 @@ Usage::
 
     python benchmarks/main_job.py                      # seeds 0 1 2, each in a fresh project copy
     python benchmarks/main_job.py --seeds 0 --warm     # also a second run with the scene-world cache warm
+    python benchmarks/main_job.py --params story_gpt2.train.num_processes=2   # any --params override
 
 Each seed runs the README's first command's job (``kedro run --pipeline=story_gpt2``,
 training seed set with ``--params``) as a subprocess in a fresh copy of the project's
-configuration (empty ``data/``, its own ``mlflow.db``), so a run starts as on a fresh
-clone: no cached scene world, no earlier versions. The package itself is the one
-installed in this interpreter's environment (``pip install -e .``).
+configuration and source (empty ``data/``, its own ``mlflow.db``), so a run starts as on
+a fresh clone: no cached scene world, no earlier versions. Dependencies are those of this
+interpreter's environment (``pip install -e .``).
 
 For every run it prints: wall time of the whole pipeline (process start to exit), the
-time spent before training started, training time and steps/s, the peak resident memory
-of the process tree (summed over the processes alive at once, sampled every 0.2 s, so
-data-parallel workers count), the test metrics — pair F1 of the model, of its controls
+time spent before training started, training time and steps/s, the peak memory of the
+process tree (RSS summed over the processes alive at once, and PSS, which counts pages
+forked workers share with their parent once; sampled every 0.2 s, so data-parallel and
+data-preparation workers count), the test metrics — pair F1 of the model, of its controls
 (shuffled images, mean prefix) and of the nearest-neighbour baseline — and then the
 mean and spread over seeds next to the bars of the story_gpt2 issue: wall <= 300 s,
 peak RSS < 4 GiB, pair F1 >= 0.90 on every seed, shuffled control <= 0.1.
@@ -59,20 +61,29 @@ def project_copy(parent: Path) -> Path:
         shutil.copy(ROOT / name, root)
     shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
+    # Kedro puts the project's source folder first on the path: the copy is the code that runs.
+    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for layer in LAYERS:
         (root / "data" / layer).mkdir(parents=True)
     return root
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants, summed."""
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """Resident bytes (RSS) and proportional set size (PSS) of a process and its descendants.
+
+    Summed RSS counts the pages that forked workers share with their parent once per
+    process, so it overstates a tree's footprint; PSS splits shared pages between the
+    processes that map them (Linux; elsewhere PSS is reported as RSS).
+    """
+    rss = pss = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            info = member.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
 
 
 def newest(folder: Path) -> Path:
@@ -82,22 +93,25 @@ def newest(folder: Path) -> Path:
     return versions[-1] / folder.name
 
 
-def run_once(project: Path, seed: int, pipeline: str, log: Path) -> dict:
-    """One ``kedro run`` in ``project``; its wall time, peak tree RSS and outputs."""
+def run_once(project: Path, seed: int, pipeline: str, log: Path, params: str = "") -> dict:
+    """One ``kedro run`` in ``project``; its wall time, peak tree memory and outputs."""
     kedro = Path(sys.executable).with_name("kedro")
-    command = [str(kedro), "run", f"--pipeline={pipeline}", f"--params=story_gpt2.train.seed={seed}"]
+    overrides = ",".join(filter(None, [f"story_gpt2.train.seed={seed}", params]))
+    command = [str(kedro), "run", f"--pipeline={pipeline}", f"--params={overrides}"]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
         watched = psutil.Process(process.pid)
-        peak = 0
+        peak_rss = peak_pss = 0
         while process.poll() is None:
             try:
-                peak = max(peak, tree_rss(watched))
+                rss, pss = tree_memory(watched)
             except psutil.NoSuchProcess:
                 pass
+            else:
+                peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.2)
     wall = time.perf_counter() - started
     if process.returncode:
@@ -113,7 +127,8 @@ def run_once(project: Path, seed: int, pipeline: str, log: Path) -> dict:
         "steps": int(training["steps"]),
         "steps_per_s": training["steps"] / train_seconds if train_seconds else float("nan"),
         "best_step": training.get("best_step"),
-        "peak_rss_gib": peak / 2**30,
+        "peak_rss_gib": peak_rss / 2**30,
+        "peak_pss_gib": peak_pss / 2**30,
         "pair_f1": metrics["test/pair_f1"],
         "shuffled_f1": metrics["test/shuffled_images/pair_f1"],
         "mean_prefix_f1": metrics.get("test/mean_prefix/pair_f1", float("nan")),
@@ -127,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", default="story_gpt2")
     parser.add_argument("--warm", action="store_true", help="a second run per seed with the scene-world cache warm")
     parser.add_argument("--keep", type=Path, default=None, help="keep the project copies and logs under this folder")
+    parser.add_argument("--params", default="", help="more kedro --params overrides, e.g. story_gpt2.train.num_processes=2")
     args = parser.parse_args(argv)
 
     print(f"main job benchmark: {cpu_model()}, {os.cpu_count()} CPU cores, "
@@ -141,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             project = project_copy(parent)
             runs = [("cold", parent / "cold.log")] + ([("warm", parent / "warm.log")] if args.warm else [])
             for label, log in runs:
-                row = run_once(project, seed, args.pipeline, log) | {"cache": label}
+                row = run_once(project, seed, args.pipeline, log, args.params) | {"cache": label}
                 rows.append(row)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     finally:
@@ -149,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
 
     header = (f"{'seed':>4} {'cache':>5} {'wall s':>7} {'before train s':>14} {'train s':>8} {'steps':>6} "
-              f"{'steps/s':>7} {'peak GiB':>8} {'pair F1':>8} {'shuffled':>8} {'mean pfx':>8} {'NN':>6}")
+              f"{'steps/s':>7} {'RSS GiB':>8} {'PSS GiB':>8} {'pair F1':>8} {'shuffled':>8} {'mean pfx':>8} {'NN':>6}")
     print()
     print(header)
     for r in rows:
         print(f"{r['seed']:>4} {r['cache']:>5} {r['wall_s']:>7.0f} {r['wall_s'] - r['train_s']:>14.0f} "
-              f"{r['train_s']:>8.0f} {r['steps']:>6} {r['steps_per_s']:>7.2f} {r['peak_rss_gib']:>8.2f} "
+              f"{r['train_s']:>8.0f} {r['steps']:>6} {r['steps_per_s']:>7.2f} {r['peak_rss_gib']:>8.2f} {r['peak_pss_gib']:>8.2f} "
               f"{r['pair_f1']:>8.3f} {r['shuffled_f1']:>8.3f} {r['mean_prefix_f1']:>8.3f} "
               f"{r['nearest_neighbour_f1']:>6.3f}")
     cold = [r for r in rows if r["cache"] == "cold"]
@@ -166,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     worst_wall = max(r["wall_s"] for r in cold)
     print(f"wall time (cold): max {worst_wall:.0f} s (bar <= 300 s: {'met' if worst_wall <= 300 else 'NOT met'})")
     worst_rss = max(r["peak_rss_gib"] for r in rows)
-    print(f"peak RSS: max {worst_rss:.2f} GiB (bar < 4 GiB: {'met' if worst_rss < 4 else 'NOT met'})")
+    worst_pss = max(r["peak_pss_gib"] for r in rows)
+    print(f"peak memory of the process tree: RSS summed {worst_rss:.2f} GiB, PSS {worst_pss:.2f} GiB "
+          f"(bar < 4 GiB: {'met' if worst_rss < 4 else 'NOT met'} on the summed RSS, which overcounts shared pages)")
     worst_shuffled = max(r["shuffled_f1"] for r in cold)
     print(f"shuffled control: max {worst_shuffled:.3f} (bar <= 0.1: {'met' if worst_shuffled <= 0.1 else 'NOT met'})")
     return 0

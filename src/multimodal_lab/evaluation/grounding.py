@@ -7,8 +7,9 @@ are summed over all texts before dividing, so scenes with more objects weigh mor
 """
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
@@ -19,23 +20,43 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _phrases(vocabulary: Iterable[str]) -> list[tuple[list[str], str]]:
-    # Longest phrases first so "light blue" wins over "blue".
-    phrases = [(_words(item), item.lower()) for item in vocabulary]
-    return sorted((p for p in phrases if p[0]), key=lambda p: -len(p[0]))
+class _Vocabulary:
+    """Phrases of one vocabulary, indexed by the word a match must start with.
+
+    Longest phrases come first in every candidate list, so "light blue" wins over "blue".
+    A multi-word phrase can only start at its first word; a one-word phrase at the word
+    itself or, where plurals count, at its plural forms.
+    """
+
+    def __init__(self, vocabulary: tuple[str, ...]) -> None:
+        phrases = [(_words(item), item.lower()) for item in vocabulary]
+        phrases = sorted((p for p in phrases if p[0]), key=lambda p: -len(p[0]))
+        self.singular: dict[str, list[tuple[list[str], str]]] = {}
+        self.plural: dict[str, list[tuple[list[str], str]]] = {}
+        for tokens, name in phrases:
+            first = tokens[0]
+            starts = [first] if len(tokens) > 1 else [first, first + "s", first + "es"]
+            self.singular.setdefault(first, []).append((tokens, name))
+            for word in dict.fromkeys(starts):
+                self.plural.setdefault(word, []).append((tokens, name))
+
+    def match(self, words: list[str], start: int, plural: bool) -> tuple[str, int] | None:
+        """The phrase starting at ``words[start]`` and the index after it, or None."""
+        for tokens, name in (self.plural if plural else self.singular).get(words[start], ()):
+            end = start + len(tokens)
+            if end > len(words):
+                continue
+            head, last = words[start:end - 1], words[end - 1]
+            if head != tokens[:-1]:
+                continue
+            if last == tokens[-1] or (plural and last in (tokens[-1] + "s", tokens[-1] + "es")):
+                return name, end
+        return None
 
 
-def _match(words: list[str], start: int, phrases: list[tuple[list[str], str]], plural: bool) -> tuple[str, int] | None:
-    for tokens, name in phrases:
-        end = start + len(tokens)
-        if end > len(words):
-            continue
-        head, last = words[start:end - 1], words[end - 1]
-        if head != tokens[:-1]:
-            continue
-        if last == tokens[-1] or (plural and last in (tokens[-1] + "s", tokens[-1] + "es")):
-            return name, end
-    return None
+@functools.lru_cache(maxsize=64)
+def _vocabulary(vocabulary: tuple[str, ...]) -> _Vocabulary:
+    return _Vocabulary(vocabulary)
 
 
 def extract_pairs(text: str, colours: Sequence[str], shapes: Sequence[str], max_gap: int = 2) -> list[Pair]:
@@ -58,22 +79,22 @@ def extract_pairs(text: str, colours: Sequence[str], shapes: Sequence[str], max_
     if max_gap < 0:
         raise ValueError(f"max_gap must be >= 0, got {max_gap}")
     words = _words(text)
-    colour_phrases, shape_phrases = _phrases(colours), _phrases(shapes)
+    colour_phrases, shape_phrases = _vocabulary(tuple(colours)), _vocabulary(tuple(shapes))
     pairs: list[Pair] = []
     index = 0
     while index < len(words):
-        colour = _match(words, index, colour_phrases, plural=False)
+        colour = colour_phrases.match(words, index, plural=False)
         if colour is None:
             index += 1
             continue
         name, cursor = colour
         gap = 0
         while cursor < len(words) and gap <= max_gap:
-            shape = _match(words, cursor, shape_phrases, plural=True)
+            shape = shape_phrases.match(words, cursor, plural=True)
             if shape is not None:
                 pairs.append((name, shape[0]))
                 break
-            if _match(words, cursor, colour_phrases, plural=False) is not None:
+            if colour_phrases.match(words, cursor, plural=False) is not None:
                 break
             cursor += 1
             gap += 1

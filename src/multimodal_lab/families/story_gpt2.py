@@ -9,11 +9,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 
-from multimodal_lab.data.record_dataset import RecordCollator, RecordDataset, TextField, encode_texts, pad_texts
+from multimodal_lab.data.record_dataset import (
+    RecordCollator,
+    RecordDataset,
+    TextField,
+    decode_all,
+    encode_texts,
+    pad_texts,
+)
+from multimodal_lab.data.scene_text import position_regions
+from multimodal_lab.evaluation.grounding import extract_pairs
 from multimodal_lab.evaluation.harness import (
     Baseline,
     Control,
@@ -22,14 +30,16 @@ from multimodal_lab.evaluation.harness import (
     evaluate,
     nearest_neighbour_texts,
 )
-from multimodal_lab.data.scene_text import position_regions
-from multimodal_lab.evaluation.grounding import extract_pairs
 from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
 from multimodal_lab.generation.story import GenerationSettings, generate_from_prefix
-from multimodal_lab.models.preprocess import arrays_to_tensor, decode_image, image_to_array
-from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config, build_story_gpt2
+from multimodal_lab.models.preprocess import arrays_to_tensor
+from multimodal_lab.models.story_gpt2 import (
+    StoryGPT2,
+    StoryGPT2Config,
+    build_story_gpt2,
+)
 
 #: The record column the family learns to write.
 TEXT_COLUMN = "story"
@@ -146,7 +156,7 @@ class StoryConditioner:
 
     def images(self, records: pd.DataFrame) -> torch.Tensor:
         spec = self.model.image_input
-        pixels = np.stack([image_to_array(decode_image(b), spec) for b in records["image"]])
+        pixels = decode_all(records["image"].tolist(), spec)
         return arrays_to_tensor(torch.from_numpy(pixels)).to(self.device)  # (B, 3, S, S)
 
     def condition(self, records: pd.DataFrame) -> torch.Tensor:
@@ -216,7 +226,7 @@ def validator(model: StoryGPT2, records: pd.DataFrame, count: int, seed: int):
 
     chosen = select_records(records, count, seed).reset_index(drop=True)
     spec = model.image_input
-    pixels = torch.from_numpy(np.stack([image_to_array(decode_image(b), spec) for b in chosen["image"]]))
+    pixels = torch.from_numpy(decode_all(chosen["image"].tolist(), spec))
     suite = get_suite("grounding")
     settings = GenerationSettings(max_new_tokens=model.config.max_story_tokens)
 
