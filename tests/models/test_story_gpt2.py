@@ -145,6 +145,32 @@ def test_mapper_variants():
     assert attention.mapper.queries.grad is not None
 
 
+def test_slots_mapper_splits_each_grid_token_between_the_slots():
+    from multimodal_lab.models.story_gpt2 import PrefixMapper
+
+    torch.manual_seed(0)
+    mapper = PrefixMapper("slots", num_inputs=6, in_dim=8, prefix_tokens=3, out_dim=16, hidden=16, heads=1)
+    features = torch.randn(2, 6, 8)
+    out = mapper(features)
+    assert out.shape == (2, 3, 16)
+    share = mapper.slot_shares(features)
+    assert share.shape == (2, 3, 6)
+    assert torch.allclose(share.sum(dim=1), torch.ones(2, 6))  # every grid token shared out exactly once
+    # Competition: a query that matches one grid token strongly takes it from the others.
+    with torch.no_grad():
+        mapper.queries.zero_()
+        mapper.queries[0] = 50.0 * mapper.key(mapper.input_norm(features))[0, 0]
+    share = mapper.slot_shares(features)
+    assert share[0, 0, 0] > 0.99 and share[0, 1:, 0].max() < 0.01
+    assert not torch.allclose(mapper(features)[0, 0], mapper(features)[0, 1])
+    model = build_story_gpt2(tiny_config(mapper="slots", prefix_tokens=5), word_tokenizer())
+    loss = model(**batch(model.tokenizer)).loss
+    loss.backward()
+    assert model.mapper.queries.grad is not None and model.mapper.key.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="'mlp', 'attention' or 'slots'"):
+        tiny_config(mapper="pool")
+
+
 def test_freeze_lm_trains_only_encoder_and_mapper():
     with pytest.warns(UserWarning, match="freeze_lm"):
         model = build_story_gpt2(tiny_config(freeze_lm=True, dropout=0.1), word_tokenizer())

@@ -62,7 +62,7 @@ class StoryGPT2Config:
     # background); the training node copies it from the ingest policy so the saved model knows it
     image_input: dict[str, Any] | None = None
     prefix_tokens: int = 64  # k prefix embeddings handed to the language model
-    mapper: str = "mlp"  # "mlp" (per token, or 1 token -> k) or "attention" (k learned queries)
+    mapper: str = "mlp"  # "mlp" (per token, or 1 token -> k), "attention" (k learned queries) or "slots"
     mapper_hidden: int = 256  # hidden width of the mapper MLP (0 = a single linear layer)
     mapper_heads: int = 4  # attention heads of the "attention" mapper
     lm_source: str = "config"  # "config": GPT-2 built from the sizes below; "pretrained": loaded
@@ -103,8 +103,8 @@ class StoryGPT2Config:
                 f"n_positions {self.n_positions}; raise n_positions to at least "
                 f"{self.prefix_tokens + self.max_story_tokens} or shorten the prefix/stories"
             )
-        if self.mapper not in ("mlp", "attention"):
-            raise ValueError(f"mapper must be 'mlp' or 'attention', got {self.mapper!r}")
+        if self.mapper not in ("mlp", "attention", "slots"):
+            raise ValueError(f"mapper must be 'mlp', 'attention' or 'slots', got {self.mapper!r}")
         if self.mapper == "attention" and self.n_embd % self.mapper_heads:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by mapper_heads {self.mapper_heads}")
         if self.emphasis_weight <= 0:
@@ -166,6 +166,17 @@ class PrefixMapper(nn.Module):
                 self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, width))
             else:
                 self.net = nn.Linear(in_dim, width)
+        elif kind == "slots":
+            # Slot competition: each grid token's attention is a softmax over the k queries,
+            # so the queries split the image between them instead of all reading the same
+            # object (one round of Locatello et al.'s slot attention, without the GRU).
+            self.queries = nn.Parameter(torch.randn(prefix_tokens, out_dim) * 0.02)
+            self.key = nn.Linear(in_dim, out_dim, bias=False)
+            self.value = nn.Linear(in_dim, out_dim, bias=False)
+            self.input_norm = nn.LayerNorm(in_dim)
+            self.norm = nn.LayerNorm(out_dim)
+            self.net = nn.Sequential(nn.Linear(out_dim, hidden or out_dim), nn.GELU(),
+                                     nn.Linear(hidden or out_dim, out_dim))
         else:
             self.queries = nn.Parameter(torch.randn(prefix_tokens, out_dim) * 0.02)
             self.attention = nn.MultiheadAttention(out_dim, heads, kdim=in_dim, vdim=in_dim, batch_first=True)
@@ -173,12 +184,22 @@ class PrefixMapper(nn.Module):
             self.net = nn.Sequential(nn.Linear(out_dim, hidden or out_dim), nn.GELU(),
                                      nn.Linear(hidden or out_dim, out_dim))
 
+    def slot_shares(self, features: torch.Tensor) -> torch.Tensor:
+        """The "slots" mapper's split of each grid token between the k slots: (B, k, N), summing to 1 over k."""
+        keys = self.key(self.input_norm(features))  # (B, N, D)
+        return (self.queries @ keys.transpose(1, 2) / self.out_dim ** 0.5).softmax(dim=1)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, N, D_enc)
         batch = features.shape[0]
         if self.kind == "mlp":
             return self.net(features).reshape(batch, self.prefix_tokens, self.out_dim)  # (B, k, D)
         queries = self.queries.unsqueeze(0).expand(batch, -1, -1)  # (B, k, D)
-        attended, _ = self.attention(queries, features, features, need_weights=False)
+        if self.kind == "slots":
+            share = self.slot_shares(features) + 1e-8  # (B, k, N)
+            share = share / share.sum(dim=2, keepdim=True)  # a weighted mean per slot
+            attended = share @ self.value(self.input_norm(features))  # (B, k, D)
+        else:
+            attended, _ = self.attention(queries, features, features, need_weights=False)
         hidden = queries + attended
         return hidden + self.net(self.norm(hidden))  # (B, k, D)
 
