@@ -29,18 +29,19 @@ pytestmark = pytest.mark.slow
 #: baseline and per-token validation loss, then scene images encoded at zlib level 1 (new
 #: bytes, so new record ids and another draw of the split), then the faster story model
 #: (16 attention-pooled prefix tokens, emphasised object words, the region loss) and 60
-#: one-thread steps gave these.
+#: one-thread steps, then the slots mapper (the test environment inherits the default
+#: mapper) gave these.
 PINNED = {
-    ("mean_prefix", "perplexity"): 40.38999487870553,
-    ("model", "distinct_1"): 0.07142857142857142,
-    ("model", "mean_words"): 3.5,
+    ("mean_prefix", "perplexity"): 45.98064275469731,
+    ("model", "distinct_1"): 0.045871559633027525,
+    ("model", "mean_words"): 18.166666666666668,
     ("model", "pair_f1"): 0.0,
-    ("model", "perplexity"): 40.405867361109664,
+    ("model", "perplexity"): 46.1344857715956,
     ("nearest_neighbour", "colour_f1"): 0.16216216216216214,
     ("nearest_neighbour", "distinct_2"): 0.5573333333333333,
-    ("shuffled_images", "perplexity"): 40.389281614566706,
+    ("shuffled_images", "perplexity"): 46.067952462500216,
 }
-PINNED_FINAL_LOSSES = {"train_loss": 6.678433895111084, "val_loss": 9.173637652210779}
+PINNED_FINAL_LOSSES = {"train_loss": 6.346925735473633, "val_loss": 9.298225787627862}
 
 
 def _only_version(folder: Path) -> Path:
