@@ -253,7 +253,18 @@ def _generation(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
                 args: argparse.Namespace) -> tuple[tuple | None, str]:
     """Tokens/s of generate_stories (KV cache) and of the no-cache loop, as a table row."""
     model = model.to(device).eval()
+    previous = model.lm.generation_config.min_new_tokens
     model.lm.generation_config.min_new_tokens = args.new_tokens  # eos suppressed: full length
+    try:
+        return _generation_timed(model, dataset, device, args)
+    finally:
+        # The model is shared with the other parts; a leftover constraint would send the
+        # latency part's greedy decoding through generate() on both sides.
+        model.lm.generation_config.min_new_tokens = previous
+
+
+def _generation_timed(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
+                      args: argparse.Namespace) -> tuple[tuple | None, str]:
     settings = GenerationSettings(max_new_tokens=args.new_tokens)
     images = dataset.image_tensor(range(min(args.gen_batch, len(dataset)))).to(device)
     cached_ids = generate_token_ids(model, images, settings)  # warm-up and length check
@@ -296,7 +307,7 @@ def _latency(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
         generate_times.append(_timed(lambda: teller.tell(image, before), device)[0])
         lean_times.append(_timed(lambda: teller.tell(image, now), device)[0])
     slow, fast = statistics.median(generate_times), statistics.median(lean_times)
-    words = len(fast_story[0].split())
+    words = len((fast_story if isinstance(fast_story, str) else fast_story[0]).split())
     row = ("story latency ms (batch 1)", fast * 1000, slow * 1000, f"{slow / fast:.1f}x", ">= 3x lower")
     note = (f"latency: StoryTeller.tell on one image, {max(args.repeats, 7)} runs each, median {slow * 1000:.1f} ms "
             f"(generate) vs {fast * 1000:.1f} ms (lean loop); the same story ({words} words, at most "
