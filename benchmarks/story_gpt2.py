@@ -222,15 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"training: {args.train_steps} steps x {args.repeats} runs, median "
                      f"{statistics.median(project_times):.2f} s (project loop) vs "
                      f"{statistics.median(plain_times):.2f} s (plain loop)")
-    if "generate" in parts:
-        row, note = _generation(fresh(), dataset, device, args)
-        if row is None:
-            print(note, file=sys.stderr)
-            return 1
-        rows.append(row)
-        notes.append(note)
-    if "latency" in parts:
-        row, note = _latency(fresh(), dataset, device, args)
+    for part, measure in (("generate", _generation), ("latency", _latency)):
+        if part not in parts:
+            continue
+        row, note = measure(fresh(), dataset, device, args)
         if row is None:
             print(note, file=sys.stderr)
             return 1
