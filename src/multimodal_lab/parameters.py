@@ -30,13 +30,13 @@ def _block_classes() -> dict[str, Any]:
     from multimodal_lab.data.corpora import CorpusSpec
     from multimodal_lab.data.ingest import IngestConfig
     from multimodal_lab.data.scene_world import SceneWorldConfig
+    from multimodal_lab.data.sources.coco import COCOSourceConfig
     from multimodal_lab.data.sources.huggingface import HFSourceConfig
     from multimodal_lab.data.sources.local_folder import LocalFolderConfig
     from multimodal_lab.data.sources.story_reasoning import StoryReasoningConfig
     from multimodal_lab.data.sources.web import WebSourceConfig
     from multimodal_lab.data.split import SplitConfig
     from multimodal_lab.families import available_families, get_family
-    from multimodal_lab.inference import InferenceParams
     from multimodal_lab.pipelines.prepare import CORPORA
     from multimodal_lab.training.loop import TrainConfig
 
@@ -46,10 +46,10 @@ def _block_classes() -> dict[str, Any]:
         "sources.web": WebSourceConfig,
         "sources.huggingface": HFSourceConfig,
         "sources.story_reasoning": StoryReasoningConfig,
+        "sources.coco": COCOSourceConfig,
         "ingest": IngestConfig,
         "captioning": Blip2Config,
         "split": SplitConfig,
-        "story_gpt2_inference": InferenceParams,
     }
     for corpus in CORPORA:
         blocks[f"{corpus}.corpus"] = CorpusSpec
@@ -58,12 +58,14 @@ def _block_classes() -> dict[str, Any]:
         blocks[f"{name}.model"] = family.config_class
         blocks[f"{name}.train"] = TrainConfig
         blocks[f"{name}.evaluation"] = family.eval_settings_class
+        if family.inference_params_class is not None:
+            blocks[f"{name}_inference"] = family.inference_params_class
     return blocks
 
 
 #: Blocks with an ``enabled`` switch (not a field of their config class).
 SWITCHED = ("sources.scene_world", "sources.local_folder", "sources.web", "sources.huggingface",
-            "sources.story_reasoning", "captioning")
+            "sources.story_reasoning", "sources.coco", "captioning")
 
 
 def _check_block(cls: type, values: Any, where: str, switched: bool) -> str | None:

@@ -396,6 +396,7 @@ def _parameters(folder: Path) -> dict[str, Any]:
         "sources.web": {"enabled": False},
         "sources.huggingface": {"enabled": False},
         "sources.story_reasoning": {"enabled": False},
+        "sources.coco": {"enabled": False},
         "ingest": ingest_params,
         "captioning": {"enabled": False},
         "split": SPLIT,

@@ -109,6 +109,22 @@ def load_story_reasoning(params: dict[str, Any]) -> pd.DataFrame:
     return _load(from_params(StoryReasoningConfig, params, where="params:sources.story_reasoning"))
 
 
+def load_coco(params: dict[str, Any]) -> pd.DataFrame:
+    """Read a folder of images and its COCO-format captions file (COCO, Flickr30k).
+
+    Args:
+        params: ``params:sources.coco`` — ``enabled`` plus ``COCOSourceConfig`` fields
+            (``path``, ``annotations``, ``license``, ...).
+    """
+    from multimodal_lab.data.sources.coco import COCOSourceConfig
+    from multimodal_lab.data.sources.coco import load_coco as _load
+
+    enabled, params = _enabled(params, "sources.coco")
+    if not enabled:
+        return records_frame([])
+    return _load(from_params(COCOSourceConfig, params, where="params:sources.coco"))
+
+
 def merge_sources(*frames: pd.DataFrame) -> pd.DataFrame:
     """Concatenate the sources' records into one raw frame (order: as wired).
 
@@ -124,8 +140,8 @@ def merge_sources(*frames: pd.DataFrame) -> pd.DataFrame:
     if not parts:
         raise ValueError(
             "no records from any source: enable at least one of params:sources.scene_world, "
-            "params:sources.local_folder, params:sources.web, params:sources.huggingface or "
-            "params:sources.story_reasoning"
+            "params:sources.local_folder, params:sources.web, params:sources.huggingface, "
+            "params:sources.story_reasoning or params:sources.coco"
         )
     merged = pd.concat(parts, ignore_index=True)
     log.info("raw records: %d (%s)", len(merged), merged["source"].value_counts().to_dict())

@@ -2,6 +2,7 @@
 from kedro.pipeline import Pipeline, node
 
 from .nodes import (
+    load_coco,
     load_huggingface,
     load_local_folder,
     load_scene_world,
@@ -45,6 +46,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="load_story_reasoning",
             ),
             node(
+                load_coco,
+                "params:sources.coco",
+                "coco_records",
+                name="load_coco",
+            ),
+            node(
                 merge_sources,
                 [
                     "scene_world_records",
@@ -52,6 +59,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "web_records",
                     "huggingface_records",
                     "story_reasoning_records",
+                    "coco_records",
                 ],
                 "raw_records",
                 name="merge_sources",
