@@ -43,10 +43,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from multimodal_lab.data.scene_world import SceneWorldConfig, generate_scene_world
 from multimodal_lab.data.record_dataset import RecordCollator, RecordDataset, TextField
+from multimodal_lab.data.scene_world import SceneWorldConfig, generate_scene_world
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
-from multimodal_lab.generation.story import GenerationSettings, generate_stories, generate_token_ids
+from multimodal_lab.generation.story import (
+    GenerationSettings,
+    generate_stories,
+    generate_token_ids,
+)
 from multimodal_lab.models.story_gpt2 import StoryGPT2, StoryGPT2Config
 from multimodal_lab.training.loop import TrainConfig, train
 
@@ -286,8 +290,9 @@ def _generation_timed(model: StoryGPT2, dataset: RecordDataset, device: torch.de
 def _latency(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
              args: argparse.Namespace) -> tuple[tuple | None, str]:
     """Per-story latency at batch 1 through ``StoryTeller.tell``: generate() vs the lean loop, as a table row."""
-    from multimodal_lab.inference import StoryTeller
     from PIL import Image
+
+    from multimodal_lab.inference import StoryTeller
 
     teller = StoryTeller(model.eval(), device=device, batch_size=1)
     pixels = (dataset.image_tensor([0])[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()

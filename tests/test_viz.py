@@ -21,7 +21,8 @@ def test_viz_lists_the_registered_pipelines_with_layers(viz_client):
     assert main.status_code == 200
     body = main.json()
     ids = {p["id"] for p in body["pipelines"]}
-    assert {"data_preparation", "ingest", "story_gpt2", "story_gpt2_inference"} <= ids
+    assert {"data_preparation", "ingest", "story_gpt2", "story_gpt2_inference", "vit_captioner",
+            "vit_captioner_inference"} <= ids
     assert LAYERS <= set(body["layers"])
 
 

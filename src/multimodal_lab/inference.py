@@ -39,6 +39,7 @@ from multimodal_lab.models.story_gpt2 import StoryGPT2
 from multimodal_lab.reporting.figures import image_data_uri
 from multimodal_lab.reporting.html import render_page
 
+
 @dataclass
 class InferenceParams:
     """Stories for a folder of the user's images (``params:story_gpt2_inference``)."""
@@ -52,6 +53,22 @@ class InferenceParams:
             raise ValueError("images_dir must name a folder of images")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class CaptionInferenceParams:
+    """Captions for a folder of the user's images (``params:vit_captioner_inference``)."""
+
+    images_dir: str  # the folder of images (read directly inside it, sorted by name)
+    batch_size: int = 32  # images captioned together
+    num_beams: int = 5  # 1 = greedy search
+    attention_maps: bool = True  # draw where each word looked on the page
+
+    def __post_init__(self) -> None:
+        if not self.images_dir:
+            raise ValueError("images_dir must name a folder of images")
+        if self.batch_size < 1 or self.num_beams < 1:
+            raise ValueError(f"batch_size and num_beams must be >= 1, got {self.batch_size}, {self.num_beams}")
 
 
 def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> Any:
@@ -143,13 +160,7 @@ class StoryTeller:
         Returns:
             One story per image, in input order.
         """
-        batch = [images] if isinstance(images, Image.Image) else list(images)
-        for index, image in enumerate(batch):
-            if not isinstance(image, Image.Image):
-                raise TypeError(
-                    f"images[{index}] is a {type(image).__name__}, not a PIL image; "
-                    "open files with PIL.Image.open or use load_image_folder"
-                )
+        batch = _pil_batch(images)
         settings = settings or GenerationSettings()
         stories: list[str] = []
         for start in range(0, len(batch), self.batch_size):
@@ -157,6 +168,78 @@ class StoryTeller:
             pixels = images_to_tensor(chunk, self.model.image_input).to(self.device)  # (B, 3, S, S)
             stories.extend(generate_stories(self.model, pixels, settings))
         return stories
+
+
+class Captioner:
+    """A loaded captioner that turns PIL images into captions (and, on request, attention maps).
+
+    Args:
+        model: a trained ``ViTCaptioner``.
+        device: where to run ("cpu", "cuda", ...); None picks CUDA when available.
+        batch_size: images captioned together.
+    """
+
+    def __init__(self, model, device: str | torch.device | None = None, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+
+    def to(self, device: str | torch.device) -> Captioner:
+        """Move the model to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def caption(self, images: Image.Image | Sequence[Image.Image], num_beams: int = 5, max_new_tokens: int | None = None,
+                return_attention: bool = False) -> list[str] | tuple[list[str], list[dict[str, Any]]]:
+        """Write one caption per image.
+
+        Args:
+            images: one PIL image or a sequence of them, any size and mode.
+            num_beams: 1 = greedy search; more = beam search with that many beams.
+            max_new_tokens: longest caption in tokens (default: the model's limit).
+            return_attention: also return, per image, ``{"words": [...], "maps": array
+                (words, g, g)}``: where each generated word looked (cross-attention over the
+                g x g patch grid, averaged over heads and layers).
+
+        Returns:
+            The captions in input order (and the attention maps when asked).
+        """
+        from multimodal_lab.models.vit_captioner import word_maps
+
+        batch = _pil_batch(images)
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+        limit = self.model.config.max_caption_tokens - 1
+        settings = GenerationSettings(strategy="beam" if num_beams > 1 else "greedy", num_beams=max(num_beams, 2),
+                                      max_new_tokens=min(max_new_tokens or limit, limit))
+        captions: list[str] = []
+        maps: list[dict[str, Any]] = []
+        for start in range(0, len(batch), self.batch_size):
+            pixels = images_to_tensor(batch[start:start + self.batch_size], self.model.image_input).to(self.device)
+            features = self.model.encode(pixels)
+            ids = self.model.generate_ids(features, settings)
+            captions.extend(self.model.decode(ids))
+            if return_attention:
+                heat = self.model.cross_attention_maps(features, ids).mean(dim=0)  # (B, L, N)
+                for row in range(ids.shape[0]):
+                    words, grids = word_maps(self.model.tokenizer, ids[row], heat[row])
+                    maps.append({"words": words, "maps": grids})
+        return (captions, maps) if return_attention else captions
+
+
+def _pil_batch(images: Image.Image | Sequence[Image.Image]) -> list[Image.Image]:
+    batch = [images] if isinstance(images, Image.Image) else list(images)
+    for index, image in enumerate(batch):
+        if not isinstance(image, Image.Image):
+            raise TypeError(
+                f"images[{index}] is a {type(image).__name__}, not a PIL image; "
+                "open files with PIL.Image.open or use load_image_folder"
+            )
+    return batch
 
 
 def load_image_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -211,7 +294,7 @@ def load_image_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_B
 
 def _item_fields(item: Any) -> tuple[str, Any, str]:
     if isinstance(item, Mapping):
-        return str(item["name"]), item["image"], str(item["story"])
+        return str(item["name"]), item["image"], str(item.get("story", item.get("text", "")))
     name, image, story = item
     return str(name), image, str(story)
 
@@ -221,16 +304,23 @@ def render_stories_html(items: Iterable[tuple[str, Image.Image | bytes, str] | M
     """A self-contained HTML page with each image beside its story.
 
     Args:
-        items: ``(name, image, story)`` tuples or ``{"name", "image", "story"}`` dicts;
-            the image is a PIL image or encoded bytes.
+        items: ``(name, image, story)`` tuples or ``{"name", "image", "story"}`` dicts
+            (``"text"`` instead of ``"story"`` works too; an optional ``"figure"`` of PNG
+            bytes with a ``"figure_label"`` is shown under the text); the image is a PIL
+            image or encoded bytes.
         title: page title.
         image_side: longest side of the embedded thumbnails, in pixels.
 
     Returns:
         The HTML page (all text escaped, images inlined as base64 PNG).
     """
+    from multimodal_lab.reporting.figures import png_data_uri
+
     rows = []
     for item in items:
         name, image, story = _item_fields(item)
-        rows.append({"name": name, "story": story, "image_uri": image_data_uri(image, max_side=image_side)})
+        figure = item.get("figure") if isinstance(item, Mapping) else None
+        rows.append({"name": name, "story": story, "image_uri": image_data_uri(image, max_side=image_side),
+                     "figure_uri": png_data_uri(figure) if figure else None,
+                     "figure_label": item.get("figure_label", "") if isinstance(item, Mapping) else ""})
     return render_page("stories.html", title=title, subtitle=f"{len(rows)} image(s)", items=rows)

@@ -21,7 +21,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
-    from multimodal_lab.pipelines import story_gpt2_inference
+    from multimodal_lab.families import get_family
+    from multimodal_lab.pipelines.inference import create_inference_pipeline
 
     pipes: dict[str, Pipeline] = {
         "sources": sources.create_pipeline(),
@@ -36,6 +37,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         pipes[f"{name}_model"] = model
         pipes[name] = pipes["data_preparation"] + model
         default += model
-    pipes["story_gpt2_inference"] = story_gpt2_inference.create_pipeline()
+        if get_family(name).folder_inference is not None:
+            pipes[f"{name}_inference"] = create_inference_pipeline(name)
     pipes["__default__"] = default
     return pipes

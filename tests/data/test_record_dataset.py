@@ -146,3 +146,20 @@ def test_groups_become_items_with_frames_in_order():
     assert batch["frame_input_ids"].shape[:2] == (2, 3)
     assert batch["frame_labels"][:, :, 0].eq(-100).all()
     assert batch["frame_attention_mask"].shape == batch["frame_input_ids"].shape
+
+
+def test_a_list_of_texts_draws_one_per_read():
+    tokenizer = word_tokenizer()
+    records = frame().iloc[:2].reset_index(drop=True)
+    records["references"] = [["a red circle", "a blue square", "calm"], ["the end"]]
+    dataset, _ = story_dataset(records, tokenizer, 8, 16, column="references")
+    torch.manual_seed(0)
+    seen = {tuple(dataset[0]["references"].tolist()) for _ in range(40)}
+    expected = {tuple(ids) for ids in encode_texts(["a red circle", "a blue square", "calm"], tokenizer, 16)}
+    assert seen == expected  # every alternative is drawn, nothing else
+    assert dataset[1]["references"].tolist() == encode_texts(["the end"], tokenizer, 16)[0]
+    assert dataset.lengths()[0] == len(encode_texts(["a red circle"], tokenizer, 16)[0])  # the first counts
+    records["references"] = [[], ["the end"]]
+    with pytest.warns(UserWarning, match="dropped 1 records"):
+        dataset, _ = story_dataset(records, tokenizer, 8, 16, column="references")
+    assert len(dataset) == 1

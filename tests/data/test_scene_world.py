@@ -352,3 +352,35 @@ def test_workers_and_the_cache_give_the_same_bytes(tmp_path, monkeypatch):
     assert calls == [] and again.equals(first)
     other = SceneWorldConfig(**{**cached.__dict__, "seed": 4})
     assert world_module.config_key(other) != world_module.config_key(cached)
+
+
+def test_every_scene_has_five_references_from_distinct_templates(world):
+    scenes = world[world["corpus"] == "scene"]
+    for record in scenes.head(60).to_dict("records"):
+        metadata = metadata_of(record)
+        references = metadata["references"]
+        assert len(references) == 5 and references[0] == record["caption"]
+        assert len(set(references)) == 5, references
+        truth = sorted(object_pairs(metadata))
+        assert all(sorted(parse_pairs(text)) == truth for text in references)  # all name the same objects
+
+
+def test_references_leave_captions_and_stories_unchanged(config):
+    import dataclasses
+
+    one = scene_record(dataclasses.replace(config, n_references=1), 7)
+    five = scene_record(config, 7)
+    assert (one["caption"], one["story"], one["image"]) == (five["caption"], five["story"], five["image"])
+    assert metadata_of(one)["references"] == [one["caption"]]
+    with pytest.raises(ValueError, match="n_references must be 1..10"):
+        SceneWorldConfig(n_references=11)
+
+
+def test_reference_captions_use_distinct_templates(monkeypatch):
+    marked = tuple(f"T{i} {{objs}}." for i in range(len(scene_text.CAPTIONS)))
+    monkeypatch.setattr(scene_text, "CAPTIONS", marked)
+    objects = [{"shape": "star", "colour": "red", "size": "small", "x": 0.5, "y": 0.5}]
+    words = BACKGROUNDS[next(iter(BACKGROUNDS))].words
+    texts = scene_text.reference_captions(objects, words, np.random.default_rng(0), exclude=3, count=9)
+    assert sorted(t.split()[0] for t in texts) == sorted(f"T{i}" for i in range(10) if i != 3)
+    assert all("small red star" in t for t in texts)

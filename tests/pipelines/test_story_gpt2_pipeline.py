@@ -136,10 +136,10 @@ def test_inference_reads_the_newest_model_for_the_users_images(story_run, monkey
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="test") as session:
         session.run(pipeline_names=["story_gpt2_inference"])
-    stories = json.loads(_only_version(data / "07_model_output/story_gpt2_inference/stories.json").read_text())
+    stories = json.loads(_only_version(data / "07_model_output/story_gpt2_inference/outputs.json").read_text())
     assert sorted(s["image"] for s in stories) == ["grey.jpg", "wide.png"]
     assert all(isinstance(s["story"], str) and s["story"].strip() for s in stories)
-    page = _only_version(data / "08_reporting/story_gpt2_inference/stories.html").read_text()
+    page = _only_version(data / "08_reporting/story_gpt2_inference/page.html").read_text()
     assert "wide.png" in page
 
     # the generic loader gives the family's inference API for the same directory

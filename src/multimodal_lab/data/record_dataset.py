@@ -14,6 +14,10 @@ field (B, G, T). Each text is tokenised as ``bos text eos``; the labels repeat t
 with -100 on bos and padding, so a loss covers exactly the words and the end token. A
 text longer than its limit is cut *without* its end token (the model must not learn that
 stories end there) and counted in ``truncated``.
+
+A text column may hold a list of texts per record (several reference captions of one
+image): each read of the item draws one of them with torch's generator, so over training
+every reference is learned; ``lengths()`` counts the first.
 """
 from __future__ import annotations
 
@@ -148,8 +152,7 @@ class RecordDataset(Dataset):
         self.text_fields = list(texts)
         present = pd.Series(True, index=records.index)
         for field in self.text_fields:
-            column = records[field.column]
-            present &= column.notna() & (column.astype(str).str.strip() != "")
+            present &= records[field.column].map(_has_text).astype(bool)
         groups = self._groups(records, present)
         self.dropped = int(len(records) - sum(len(g) for g in groups))
         if self.dropped:
@@ -163,11 +166,21 @@ class RecordDataset(Dataset):
             [str(records["record_id"].iat[i]) for i in rows] if "record_id" in records.columns else []
         )
         self.token_ids: dict[str, list[list[int]]] = {}
+        self.alternatives: dict[str, list[list[list[int]]]] = {}  # column -> per row, every text's ids
         self.truncated: dict[str, int] = {}
         for field in self.text_fields:
-            values = [str(records[field.column].iat[i]) for i in rows]
-            self.token_ids[field.column], self.truncated[field.column] = encode_texts_counted(
-                values, field.tokenizer, field.max_tokens)
+            values = [_texts(records[field.column].iat[i]) for i in rows]
+            flat = [text for texts in values for text in texts]
+            ids, self.truncated[field.column] = encode_texts_counted(flat, field.tokenizer, field.max_tokens)
+            if len(flat) == len(values):
+                self.token_ids[field.column] = ids
+                continue
+            grouped, start = [], 0
+            for texts in values:
+                grouped.append(ids[start:start + len(texts)])
+                start += len(texts)
+            self.alternatives[field.column] = grouped
+            self.token_ids[field.column] = [options[0] for options in grouped]
         self._length = len(groups)
         self.extras: dict[str, torch.Tensor] = {}
         if extras:
@@ -220,11 +233,17 @@ class RecordDataset(Dataset):
             "pixels": pixels[0] if self.group_size == 1 else pixels  # (S, S, 3) or (G, S, S, 3)
         }
         for field in self.text_fields:
-            ids = [torch.tensor(self.token_ids[field.column][i], dtype=torch.long) for i in frames]
+            ids = [torch.tensor(self._ids(field.column, i), dtype=torch.long) for i in frames]
             item[field.column] = ids[0] if self.group_size == 1 else ids
         for name, values in self.extras.items():
             item[name] = values[index]
         return item
+
+    def _ids(self, column: str, row: int) -> list[int]:
+        options = self.alternatives.get(column)
+        if options is None or len(options[row]) == 1:
+            return self.token_ids[column][row]
+        return options[row][int(torch.randint(len(options[row]), ()))]
 
     def lengths(self) -> list[int]:
         """Tokens of each item's texts (all fields and frames), for length bucketing."""
@@ -237,6 +256,19 @@ class RecordDataset(Dataset):
         if self.pixels is not None:
             return arrays_to_tensor(self.pixels[list(indices)])
         return arrays_to_tensor(torch.from_numpy(np.stack([self._decode(i) for i in indices])))
+
+
+def _texts(value) -> list[str]:
+    """A record's text cell as a list: one text, or the non-blank texts of a list of them."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value if isinstance(v, str) and v.strip()]
+    return [str(value)]
+
+
+def _has_text(value) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return bool(_texts(value))
+    return isinstance(value, str) and bool(value.strip())
 
 
 def pad_texts(sequences: Sequence[torch.Tensor], pad_token_id: int) -> dict[str, torch.Tensor]:

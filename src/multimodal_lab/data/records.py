@@ -173,3 +173,21 @@ def metadata_of(record: Mapping[str, Any]) -> dict[str, Any]:
     if not raw:
         return {}
     return json.loads(raw)
+
+
+def references_of(record: Mapping[str, Any], text_field: str = "caption") -> list[str]:
+    """Every reference text of a record: ``metadata["references"]`` when the source gave
+    several (the scene world's captions, a COCO-format folder), else the record's own
+    ``text_field`` (empty when it has none). Blank entries are dropped.
+    """
+    try:
+        listed = metadata_of(record).get("references")
+    except (TypeError, ValueError):  # metadata that is not JSON: no listed references
+        listed = None
+    if isinstance(listed, list):
+        texts = [str(t).strip() for t in listed if isinstance(t, str) and t.strip()]
+        if texts:
+            return texts
+    own = record.get(text_field)
+    return [own.strip()] if isinstance(own, str) and own.strip() else []
+

@@ -270,6 +270,40 @@ def make_caption(objects: Sequence[Mapping[str, Any]], words: BackgroundWords,
     return _fill(templates[index], **slots), index
 
 
+def reference_captions(objects: Sequence[Mapping[str, Any]], words: BackgroundWords, rng: np.random.Generator,
+                       *, exclude: int, count: int, avoid: Sequence[str] = ()) -> list[str]:
+    """``count`` more captions of the same objects, each from a different template than the others and ``exclude``.
+
+    Real caption sets give several references per image (COCO gives five); captioning
+    metrics such as CIDEr compare a caption with all of them. Object order and wording of
+    the objects stay the scene's, the sentence frame and setting change. Two templates can
+    spell the same sentence ("{objs} in {place}." and "{objs} {setting}." with the setting
+    "in the desert"): a text equal to an earlier one or to one in ``avoid`` gets its slots
+    drawn again (up to 4 times), then the next template is tried.
+    """
+    others = [i for i in range(len(CAPTIONS)) if i != exclude]
+    if not 0 <= count <= len(others):
+        raise ValueError(f"count must be 0..{len(others)} (distinct caption templates), got {count}")
+    phrases = join_list([object_phrase(o) for o in objects])
+    there_is = "there is" if len(objects) == 1 else "there are"
+    out: list[str] = []
+    seen = {text.lower() for text in avoid}
+    spare: list[str] = []  # repeats, used only when the templates run out
+    for index in rng.permutation(others):
+        if len(out) == count:
+            break
+        for _ in range(4):
+            text = _fill(CAPTIONS[int(index)], objs=phrases, there_is=there_is, **_scene_slots(words, rng))
+            if text.lower() not in seen:
+                break
+        if text.lower() in seen:
+            spare.append(text)
+            continue
+        seen.add(text.lower())
+        out.append(text)
+    return out + spare[:count - len(out)]
+
+
 def make_story(objects: Sequence[Mapping[str, Any]], words: BackgroundWords,
                rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     """A 3-5 sentence story: opening, one sentence per object (random order), closing.

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from multimodal_lab.data import scene_text
 from multimodal_lab.data.records import make_record, records_frame
+from multimodal_lab.data.text import normalize_text
 from multimodal_lab.data.scene_render import (  # noqa: F401 - re-exported as this module's API
     BACKGROUNDS, COLOUR_RGB, COLOURS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SHAPES, STYLES, Background,
     check_image_size, encode_png, render_scene,
@@ -69,13 +70,14 @@ logger = logging.getLogger(__name__)
 
 #: Bump when a change to the generator changes the records a config gives (cached copies
 #: of an older format are then not reused).
-WORLD_FORMAT = 2
+WORLD_FORMAT = 3  # 3: scenes carry several reference captions (metadata['references'])
 MAX_OBJECTS = 3  # a story has one sentence per object and must stay within 5 sentences
 MAX_FRAMES = 12  # motions must stay inside the frame over the whole sequence
 
 # Corpus -> code in the per-record seed; never renumber, or every corpus changes.
 KIND_CODES: dict[str, int] = {"scene": 0, "engraving": 1, "sequence": 2}
 _PROVENANCE_STREAM = 1  # extra seed word for licence/damage draws, apart from content draws
+_REFERENCE_STREAM = 2  # extra seed word for the extra reference captions, apart from content draws
 _MARGIN = 0.02  # gap between an object and the frame edge (fraction of the side)
 _GAP = 0.03  # minimum gap between two objects (fraction of the side)
 _PLACEMENT_TRIES = 40  # random positions tried per object
@@ -96,6 +98,9 @@ class SceneWorldConfig:
     min_objects: int = 1  # fewest objects in a scene or engraving, >= 1
     max_objects: int = 3  # most objects in a scene or engraving, <= 3
     max_sequence_objects: int = 2  # most objects in a sequence frame, 1..2
+    # reference captions per scene, each from a distinct template (the first is the record's
+    # caption); 1..len(scene_text.CAPTIONS). Captioning metrics score against all of them.
+    n_references: int = 5
     bad_license_fraction: float = 0.05  # share of records given a licence the default allow-list rejects
     damaged_fraction: float = 0.01  # share of records whose image bytes are damaged
     # How to make it, not what: neither changes a single byte of the records.
@@ -104,7 +109,8 @@ class SceneWorldConfig:
 
     def __post_init__(self) -> None:
         for name in ("seed", "n_scenes", "n_engravings", "n_sequences", "frames_per_sequence",
-                     "image_size", "min_objects", "max_objects", "max_sequence_objects", "workers"):
+                     "image_size", "min_objects", "max_objects", "max_sequence_objects", "n_references",
+                     "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"SceneWorldConfig.{name} must be an integer, got {value!r}")
@@ -119,6 +125,9 @@ class SceneWorldConfig:
                 f"SceneWorldConfig.min_objects/max_objects must satisfy 1 <= min_objects <= "
                 f"max_objects <= {MAX_OBJECTS}, got min_objects={self.min_objects}, "
                 f"max_objects={self.max_objects}")
+        if not 1 <= self.n_references <= len(scene_text.CAPTIONS):
+            raise ValueError(f"SceneWorldConfig.n_references must be 1..{len(scene_text.CAPTIONS)} (one per caption "
+                             f"template), got {self.n_references}")
         if not 1 <= self.max_sequence_objects <= 2:
             raise ValueError("SceneWorldConfig.max_sequence_objects must be 1 or 2, got "
                              f"{self.max_sequence_objects}")
@@ -263,6 +272,12 @@ def scene_record(config: SceneWorldConfig, index: int) -> dict[str, Any]:
     story, story_info = scene_text.make_story(objects, words, rng)
     metadata = _base_metadata(background, bg_seed, "plain", objects, config.image_size)
     metadata["templates"] = {"caption": caption_template, **story_info}
+    # Extra references come from their own seed stream, so the caption and story above
+    # are the same whatever n_references is.
+    extra = scene_text.reference_captions(objects, words, np.random.default_rng(
+        [config.seed, kind, index, _REFERENCE_STREAM]), exclude=caption_template, count=config.n_references - 1,
+        avoid=[caption])
+    metadata["references"] = [normalize_text(caption), *(normalize_text(text) for text in extra)]
     png = encode_png(render_scene(metadata, config.image_size, "plain"))
     image, damage = _maybe_damage(png, config, kind, index)
     metadata["damaged"] = damage

@@ -12,7 +12,9 @@ under several *conditions* on the same records with the same decoding:
     (a null input that stays in distribution);
   - ``zeroed``: the conditioning is all zeros (out of distribution; proves little);
 * baselines that use no model at all, e.g. ``nearest_neighbour``: the text of the
-  training record whose image is closest in pixel space.
+  training record whose image is closest in pixel space;
+* other decodings of the model (``EvalSettings.decodings``, e.g. greedy next to beam
+  search): the model with its own input, decoded another way.
 
 A family plugs in through a small *conditioner* (see :class:`Conditioner`): it turns
 records into a conditioning tensor (the story model's image prefix, a captioner's patch
@@ -21,6 +23,7 @@ Controls then act on conditioning tensors, so every family gets them for free.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +43,7 @@ from multimodal_lab.models.preprocess import decode_image, image_to_array
 logger = logging.getLogger(__name__)
 
 OPERATIONS = ("deranged", "zeroed", "mean_train")
-KINDS = ("model", "control", "baseline")
+KINDS = ("model", "control", "baseline", "decoding")
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,18 @@ class EvalSettings:
     show_progress: bool = True  # tqdm progress bar over records
     device: str | None = None  # "cpu", "cuda", "auto" (cuda when available); None = where the model is
     generation: GenerationSettings = field(default_factory=GenerationSettings)  # decoding
+    # more decodings of the model, each scored as its own condition: name -> GenerationSettings
+    # fields (e.g. {"greedy": {"strategy": "greedy"}}); unset fields come from ``generation``
+    decodings: dict[str, GenerationSettings] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.generation, Mapping):
             self.generation = GenerationSettings(**self.generation)
+        base = dataclasses.asdict(self.generation)
+        self.decodings = {
+            str(name): value if isinstance(value, GenerationSettings) else GenerationSettings(**{**base, **value})
+            for name, value in dict(self.decodings).items()
+        }
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_records is not None and self.max_records < 1:
@@ -110,8 +121,8 @@ class Conditioner(Protocol):
     def condition(self, records: pd.DataFrame) -> torch.Tensor:
         """Conditioning of each record, (B, ...) on the model's device."""
 
-    def generate(self, conditioning: torch.Tensor) -> list[str]:
-        """One text per conditioning row."""
+    def generate(self, conditioning: torch.Tensor, settings: GenerationSettings | None = None) -> list[str]:
+        """One text per conditioning row (decoded with ``settings``; None = the evaluation's own)."""
 
     def score(self, conditioning: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed NLL and token count of each record's reference text under its conditioning, (B,) each.
@@ -129,6 +140,7 @@ class Evaluation:
     summary: dict[str, float]  # flat metrics for MLflow ("test/pair_f1", "test/shuffled_images/pair_f1", ...)
     conditions: list[dict[str, str]]  # name, kind and description of each condition, in table order
     split: str = "test"  # the split the records came from (prefix of the summary keys)
+    notes: list[str] = field(default_factory=list)  # remarks the report shows under the metrics
 
 
 def seeded_derangement(n: int, seed: int) -> np.ndarray:
@@ -241,9 +253,10 @@ def evaluate(
             mean = _conditioning(conditioner, subset, settings.batch_size).mean(dim=0, keepdim=True)
             inputs[control.name] = mean.expand_as(own).contiguous()
 
-    texts: dict[str, list[str]] = {name: [] for name in inputs}
+    texts: dict[str, list[str]] = {name: [] for name in [*inputs, *settings.decodings]}
     nll: dict[str, float] = dict.fromkeys(inputs, 0.0)
     tokens: dict[str, int] = dict.fromkeys(inputs, 0)
+    progress.total += n * len(settings.decodings)
     try:
         for rows in batches:
             part = chosen.iloc[rows.start:rows.stop]
@@ -252,6 +265,9 @@ def evaluate(
                 batch_nll, count = conditioner.score(conditioning[rows.start:rows.stop], part)
                 nll[name] += float(batch_nll.sum())
                 tokens[name] += int(count.sum())
+                progress.update(len(rows))
+            for name, decoding in settings.decodings.items():
+                texts[name].extend(conditioner.generate(own[rows.start:rows.stop], decoding))
                 progress.update(len(rows))
     finally:
         progress.close()
@@ -262,6 +278,12 @@ def evaluate(
     conditions = [{"name": "model", "kind": "model", "description": "the model, each record with its own input"}]
     conditions += [{"name": c.name, "kind": "control", "description": c.description} for c in controls]
     conditions += [{"name": b.name, "kind": "baseline", "description": b.description} for b in baselines]
+    conditions += [{"name": name, "kind": "decoding", "description": f"the model decoded with {describe_decoding(d)}"}
+                   for name, d in settings.decodings.items()]
+    clash = {c["name"] for c in conditions if [d["name"] for d in conditions].count(c["name"]) > 1}
+    if clash:
+        raise ValueError(f"condition names {sorted(clash)} are used twice (controls, baselines and decodings "
+                         "must have distinct names)")
     rows_out, notes = [], {}
     for condition in conditions:
         name = condition["name"]
@@ -271,7 +293,7 @@ def evaluate(
             row.update(result.metrics)
             if result.notes is not None:
                 notes.setdefault(name, []).append(result.notes)
-        row["perplexity"] = perplexity(nll[name], tokens[name]) if name in inputs else math.nan
+        row["perplexity"] = perplexity(nll[name], tokens[name]) if name in nll else math.nan
         row["num_records"] = float(n)
         rows_out.append(row)
     columns = ["condition", "kind", *[c for s in suites for c in s.columns], "perplexity", "num_records"]
@@ -280,6 +302,15 @@ def evaluate(
     samples = _samples(chosen, settings, texts, notes, reference_notes, sources)
     return Evaluation(metrics=metrics, samples=samples, summary=summarize(metrics, split, headline),
                       conditions=conditions, split=split)
+
+
+def describe_decoding(settings: GenerationSettings) -> str:
+    """A few words for a decoding: "greedy search", "beam search (5 beams)", "sampling (T=0.8)"."""
+    if settings.strategy == "beam":
+        return f"beam search ({settings.num_beams} beams)"
+    if settings.strategy == "sample":
+        return f"sampling (temperature {settings.temperature}, top-k {settings.top_k}, top-p {settings.top_p})"
+    return "greedy search"
 
 
 def summarize(metrics: pd.DataFrame, split: str, headline: str | None = None) -> dict[str, float]:
@@ -354,8 +385,8 @@ def nearest_neighbour_texts(pool: pd.DataFrame, records: pd.DataFrame, text_colu
 
 
 def samples_for_json(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Samples without their image bytes, JSON-safe (NaN -> None), for a JSON dataset."""
-    return [json_safe({k: v for k, v in sample.items() if k != "images"}) for sample in samples]
+    """Samples without their image bytes and figures, JSON-safe (NaN -> None), for a JSON dataset."""
+    return [json_safe({k: v for k, v in sample.items() if k not in ("images", "figures")}) for sample in samples]
 
 
 def json_safe(value: Any) -> Any:

@@ -44,6 +44,8 @@ class MetricSuite(Protocol):
 
 
 _SUITES: dict[str, Callable[[], MetricSuite]] = {}
+#: Suites that live in their own module (imported on first use): name -> module.
+BUILTIN_SUITES: dict[str, str] = {"captioning": "multimodal_lab.evaluation.captioning"}
 
 
 def register_suite(name: str) -> Callable[[Callable[[], MetricSuite]], Callable[[], MetricSuite]]:
@@ -62,8 +64,12 @@ def get_suite(name: str) -> MetricSuite:
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
+    if name not in _SUITES and name in BUILTIN_SUITES:
+        import importlib
+
+        importlib.import_module(BUILTIN_SUITES[name])
     if name not in _SUITES:
-        raise ValueError(f"unknown metric suite {name!r}; known suites: {sorted(_SUITES)}")
+        raise ValueError(f"unknown metric suite {name!r}; known suites: {sorted(set(_SUITES) | set(BUILTIN_SUITES))}")
     return _SUITES[name]()
 
 

@@ -19,6 +19,7 @@ from multimodal_lab.families.base import ModelFamily
 #: Families that ship with the project: name -> module that registers it on import.
 BUILTIN_FAMILIES: dict[str, str] = {
     "story_gpt2": "multimodal_lab.families.story_gpt2",
+    "vit_captioner": "multimodal_lab.families.vit_captioner",
 }
 
 _FAMILIES: dict[str, ModelFamily] = {}

@@ -45,6 +45,10 @@ class ModelFamily:
     validator: Callable[[nn.Module, pd.DataFrame, int, int], Callable[[nn.Module], dict[str, float]]] | None = None
     # model -> the family's inference API object (e.g. StoryTeller); None = none yet
     inference: Callable[[nn.Module], Any] | None = None
+    # (model, [(file name, PIL image)], params:<name>_inference dict) -> (JSON-safe rows, HTML page):
+    # what the family writes for a folder of the user's images; None = no folder inference
+    folder_inference: Callable[[nn.Module, list, dict[str, Any]], tuple[list[dict[str, Any]], str]] | None = None
+    inference_params_class: type | None = None  # the config class of params:<name>_inference
     headline_metric: str | None = None  # the metric reports and bars lead with, e.g. "pair_f1"
     description: str = ""  # a paragraph for the report: what the model does and how it is judged
     extras: dict[str, Any] = field(default_factory=dict)  # anything else a family's own code shares

@@ -162,8 +162,8 @@ class StoryConditioner:
     def condition(self, records: pd.DataFrame) -> torch.Tensor:
         return self.model.encode_prefix(self.images(records))  # (B, k, D)
 
-    def generate(self, prefix: torch.Tensor) -> list[str]:
-        return generate_from_prefix(self.model, prefix, self.settings.generation)
+    def generate(self, prefix: torch.Tensor, settings: GenerationSettings | None = None) -> list[str]:
+        return generate_from_prefix(self.model, prefix, settings or self.settings.generation)
 
     def score(self, prefix: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         nll = torch.zeros(len(records), dtype=torch.float64)
@@ -243,10 +243,26 @@ def validator(model: StoryGPT2, records: pd.DataFrame, count: int, seed: int):
     return validate
 
 
+def folder_inference(model: StoryGPT2, named: list, settings) -> tuple[list[dict], str]:
+    """A story for each ``(file name, PIL image)``: JSON rows and a page with each image and its story."""
+    from multimodal_lab.inference import StoryTeller, render_stories_html
+
+    stories = StoryTeller(model, batch_size=settings.batch_size).tell([image for _, image in named],
+                                                                     settings.generation)
+    items = [(name, image, story) for (name, image), story in zip(named, stories)]
+    return [{"image": name, "story": story} for name, _, story in items], render_stories_html(items)
+
+
 def inference(model: StoryGPT2):
     from multimodal_lab.inference import StoryTeller
 
     return StoryTeller(model)
+
+
+def _inference_params() -> type:
+    from multimodal_lab.inference import InferenceParams
+
+    return InferenceParams
 
 
 FAMILY = register_family(
@@ -261,6 +277,8 @@ FAMILY = register_family(
         evaluate=evaluate_story_model,
         eval_settings_class=StoryEvalSettings,
         inference=inference,
+        folder_inference=folder_inference,
+        inference_params_class=_inference_params(),
         validator=validator,
         headline_metric="pair_f1",
         description=(

@@ -60,7 +60,7 @@ def clean_text(text: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", text)).strip()
 
 
-def _generate_kwargs(settings: GenerationSettings) -> dict:
+def generate_kwargs(settings: GenerationSettings) -> dict:
     kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "repetition_penalty": settings.repetition_penalty}
     if settings.strategy == "greedy":
         kwargs.update(do_sample=False, num_beams=1)
@@ -113,7 +113,7 @@ def generate_token_ids(model: nn.Module, images: torch.Tensor | None, settings: 
             torch.manual_seed(settings.seed)  # sampling draws from the global generator
             output = model.lm.generate(inputs_embeds=embeds, attention_mask=attention_mask,
                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                       **_generate_kwargs(settings))
+                                       **generate_kwargs(settings))
         return output
     finally:
         model.train(was_training)

@@ -11,19 +11,14 @@ through ``inputs_embeds`` (ClipCap's recipe). The loss covers the story tokens o
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import (
     AutoTokenizer,
@@ -34,11 +29,17 @@ from transformers import (
 
 from multimodal_lab.config import from_params
 from multimodal_lab.data.images import ImageInput
+from multimodal_lab.models.saving import (  # noqa: F401 - CONFIG_FILE etc. re-exported
+    CONFIG_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    load_tokenizer,
+    load_weights,
+    read_config,
+    save_directory,
+)
 from multimodal_lab.models.vision import VisionEncoder, build_encoder, encoder_spec
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 2
 FAMILY = "story_gpt2"
 
@@ -383,48 +384,23 @@ class StoryGPT2(nn.Module):
                 + F.cross_entropy(pooled[..., split:].flatten(0, 1), shapes.flatten(), ignore_index=-100))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory``.
-
-        The files are written to a sibling temporary directory first and moved in place
-        at the end, so an interrupted save never leaves a half-written model behind.
-        """
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            payload = {
-                "format_version": FORMAT_VERSION,
-                "family": FAMILY,
-                "story_gpt2": dataclasses.asdict(self.config),
-                "lm_config": self.lm.config.to_dict(),
-            }
-            (staging / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
-            save_model(self, str(staging / WEIGHTS_FILE))  # handles GPT-2's tied lm_head/wte
-            self.tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(staging, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``directory`` (atomically)."""
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "family": FAMILY,
+            "story_gpt2": dataclasses.asdict(self.config),
+            "lm_config": self.lm.config.to_dict(),
+        }
+        save_directory(self, directory, payload, self.tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> StoryGPT2:
         """Load a model written by :meth:`save_pretrained` (no network access needed)."""
-        source = Path(directory)
-        if not (source / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{source} has no {CONFIG_FILE}; is it a StoryGPT2.save_pretrained directory?")
-        payload = json.loads((source / CONFIG_FILE).read_text())
+        payload = read_config(directory, "StoryGPT2.save_pretrained")
         config = StoryGPT2Config.from_dict(_upgrade(payload)["story_gpt2"])
-        tokenizer = AutoTokenizer.from_pretrained(str(source / TOKENIZER_DIR))
         lm = GPT2LMHeadModel(GPT2Config.from_dict(payload["lm_config"]))
-        model = cls(config, tokenizer, lm=lm)
-        load_model(model, str(source / WEIGHTS_FILE), device=str(map_location))
-        return model.to(map_location)
+        model = cls(config, load_tokenizer(directory), lm=lm)
+        return load_weights(model, directory, map_location)
 
 
 def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ fails naming it. New encoders register themselves with
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import torch
@@ -82,17 +82,24 @@ def encoder_spec(spec: str | Mapping[str, Any], *, where: str = "encoder", **opt
     return {"name": name, **to_params(from_params(config, values, where=where))}
 
 
-def build_encoder(spec: str | Mapping[str, Any], *, out_dim: int, **options: Any) -> VisionEncoder:
+def build_encoder(spec: str | Mapping[str, Any], *, out_dim: int, image_size: int | None = None,
+                  **options: Any) -> VisionEncoder:
     """Instantiate a registered encoder from its block (or name plus options).
 
     Args:
         spec: ``{"name": ..., options}`` or a registry name.
         out_dim: width D of the output tokens (normally the language model's width).
+        image_size: the model's input side, handed to encoders that are built for one
+            size (the ViT's position embeddings); ignored by those that are not.
         **options: options that override the block's.
 
     Raises:
         ValueError: for an unknown name or option (see :func:`encoder_spec`).
     """
+    name = spec if isinstance(spec, str) else dict(spec).get("name")
+    config = _ENCODERS.get(name, (None, None))[1]
+    if image_size is not None and config is not None and "image_size" in {f.name for f in fields(config)}:
+        options = {"image_size": int(image_size), **options}
     values = encoder_spec(spec, **options)
     cls = _ENCODERS[values.pop("name")][0]
     return cls(out_dim=out_dim, **values)
@@ -303,3 +310,118 @@ class CNNEncoder(VisionEncoder):
             summary = self.global_proj(features.mean(dim=(2, 3))).unsqueeze(1)  # (B, 1, D)
             tokens = torch.cat([summary, tokens], dim=1)  # (B, 1 + g*g, D)
         return self.norm(tokens)
+
+
+@dataclass
+class ViTEncoderConfig:
+    """Options of the ``vit`` encoder (see :class:`ViTEncoder`)."""
+
+    image_size: int = 64  # side S the position embeddings are made for (other sizes are interpolated)
+    patch_size: int = 8  # side P of a square patch; S must be divisible by P -> (S/P)^2 patch tokens
+    hidden_size: int = 128  # width of the Transformer blocks
+    num_layers: int = 4  # pre-norm Transformer blocks
+    num_heads: int = 4  # attention heads; hidden_size must be divisible by it
+    mlp_ratio: float = 4.0  # MLP width = mlp_ratio * hidden_size
+    dropout: float = 0.0  # hidden and attention dropout
+    cls_token: bool = False  # also return the [CLS] token first (N = (S/P)^2 + 1)
+    attn_implementation: str = "sdpa"  # "sdpa" or "eager" (eager returns attention weights)
+    # channels of a convolutional stem (3x3, stride 2, BN, ReLU each) whose feature map is cut
+    # into patches instead of the pixels: ViT's "hybrid" form; [] = patches of pixels
+    stem_channels: list[int] = field(default_factory=list)
+    stem_blocks: int | list[int] = 0  # residual 3x3 blocks after each stem convolution (one int or one per conv)
+
+
+@register_encoder("vit", config=ViTEncoderConfig)
+class ViTEncoder(VisionEncoder):
+    """A Vision Transformer built from config: ``transformers``' ``ViTModel``, no weights downloaded.
+
+    Patch embedding (a P x P convolution with stride P), learned position embeddings, a
+    [CLS] token and pre-norm Transformer blocks with a final LayerNorm, as in ViT (Dosovitskiy
+    et al., 2021). With ``stem_channels`` the patches are cut from a small convolutional
+    stem's feature map instead of the pixels (the paper's hybrid form; early convolutions
+    also make small ViTs learn faster, Xiao et al., 2021); ``patch_size`` then counts
+    feature-map cells, and a token still covers ``patch_size * 2**len(stem_channels)`` pixels. Images in [0, 1] are mapped to [-1, 1] (what an image processor with mean
+    and std 0.5 does); the patch tokens (and optionally [CLS]) are projected to ``out_dim``
+    when the widths differ.
+
+    Args:
+        out_dim: token width D of the output.
+        image_size, patch_size, hidden_size, num_layers, num_heads, mlp_ratio, dropout,
+        cls_token, attn_implementation: see :class:`ViTEncoderConfig`.
+    """
+
+    def __init__(self, out_dim: int, image_size: int = 64, patch_size: int = 8, hidden_size: int = 128,
+                 num_layers: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 cls_token: bool = False, attn_implementation: str = "sdpa",
+                 stem_channels: Sequence[int] = (), stem_blocks: int | Sequence[int] = 0) -> None:
+        super().__init__()
+        from transformers import ViTConfig, ViTModel
+
+        stem_channels = [int(c) for c in stem_channels]
+        blocks = ([int(stem_blocks)] * len(stem_channels) if isinstance(stem_blocks, int)
+                  else [int(b) for b in stem_blocks])
+        if len(blocks) != len(stem_channels) or any(b < 0 for b in blocks):
+            raise ValueError(f"vit stem_blocks must be an int >= 0 or one count per stem conv "
+                             f"({len(stem_channels)}), got {stem_blocks}")
+        if any(c <= 0 for c in stem_channels):
+            raise ValueError(f"vit stem_channels must be positive, got {stem_channels}")
+        self.stem_stride = 2 ** len(stem_channels)
+        if image_size % self.stem_stride:
+            raise ValueError(f"vit image_size {image_size} is not divisible by the stem's stride {self.stem_stride} "
+                             f"({len(stem_channels)} stride-2 convolutions); use fewer stem_channels")
+        check_vit_sizes(image_size, patch_size * self.stem_stride, hidden_size, num_heads)
+        if out_dim <= 0:
+            raise ValueError(f"encoder out_dim must be positive, got {out_dim}")
+        if num_layers < 1 or mlp_ratio <= 0:
+            raise ValueError(f"vit num_layers must be >= 1 and mlp_ratio > 0, got {num_layers}, {mlp_ratio}")
+        if attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"vit attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+        self.out_dim = int(out_dim)
+        self.image_size, self.cls_token = int(image_size), bool(cls_token)
+        self.patch_size = int(patch_size) * self.stem_stride  # in image pixels
+        self.grid = self.image_size // self.patch_size
+        layers: list[nn.Module] = []
+        previous = 3
+        for width, count in zip(stem_channels, blocks):
+            layers.extend(_conv_bn_relu(previous, width, stride=2))
+            layers.extend(ResidualBlock(width) for _ in range(count))
+            previous = width
+        self.stem = nn.Sequential(*layers)
+        config = ViTConfig(
+            image_size=self.image_size // self.stem_stride, patch_size=int(patch_size), num_channels=previous,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads,
+            intermediate_size=int(round(mlp_ratio * hidden_size)), hidden_act="gelu",
+            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, layer_norm_eps=1e-6,
+        )
+        config._attn_implementation = attn_implementation
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        self.proj = nn.Identity() if hidden_size == self.out_dim else nn.Linear(hidden_size, self.out_dim)
+
+    def num_tokens(self, image_size: int) -> int:
+        if image_size % self.patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by the vit patch_size {self.patch_size}; "
+                             f"use a patch_size in {[p for p in range(2, 33) if image_size % p == 0]}")
+        return (image_size // self.patch_size) ** 2 + self.cls_token
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        size = images.shape[-1]
+        pixels = self.stem(images * 2.0 - 1.0)  # (B, C, S / stride, S / stride); the images when no stem
+        hidden = self.vit(pixel_values=pixels,
+                          interpolate_pos_encoding=size != self.image_size).last_hidden_state  # (B, 1 + N, H)
+        if not self.cls_token:
+            hidden = hidden[:, 1:].contiguous()  # (B, N, H): the patch tokens, row by row
+        return self.proj(hidden)  # (B, N, D)
+
+
+def check_vit_sizes(image_size: int, patch_size: int, hidden_size: int, num_heads: int) -> None:
+    """Fail with an actionable message when ViT sizes do not divide."""
+    if min(image_size, patch_size, hidden_size, num_heads) <= 0:
+        raise ValueError(f"vit sizes must be positive, got image_size={image_size}, patch_size={patch_size}, "
+                         f"hidden_size={hidden_size}, num_heads={num_heads}")
+    if image_size % patch_size:
+        raise ValueError(f"vit image_size {image_size} is not divisible by patch_size {patch_size}; "
+                         f"use a patch_size in {[p for p in range(2, 33) if image_size % p == 0]}")
+    if hidden_size % num_heads:
+        raise ValueError(f"vit hidden_size {hidden_size} is not divisible by num_heads {num_heads}; "
+                         f"use num_heads in {[h for h in range(1, 17) if hidden_size % h == 0]}")

@@ -126,3 +126,42 @@ def loss_curve_png(
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def attention_strip_png(image: bytes | Image.Image, words: Sequence[str], maps: Any, tile: int = 96,
+                        per_row: int = 8) -> bytes:
+    """One tile per word: the image with that word's attention over it, the word beneath.
+
+    Args:
+        image: the input image (encoded bytes or PIL).
+        words: the generated words, in order.
+        maps: (len(words), g, g) attention weights over the image's g x g patch grid
+            (any non-negative scale; each map is normalised to its own maximum).
+        tile: side of each tile in pixels.
+        per_row: tiles per row.
+
+    Returns:
+        PNG bytes.
+    """
+    import numpy as np
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3 or len(maps) != len(words):
+        raise ValueError(f"need one (g, g) map per word: {len(words)} words, maps of shape {maps.shape}")
+    pil = open_image(image) if isinstance(image, (bytes, bytearray, memoryview)) else image
+    base = np.asarray(to_display_rgb(pil).resize((tile, tile), Image.BILINEAR), dtype=np.float32) / 255.0
+    rows = max(1, math.ceil(len(words) / per_row))
+    figure = Figure(figsize=(per_row * tile / 72, rows * (tile + 18) / 72), dpi=72)
+    for index, (word, heat) in enumerate(zip(words, maps)):
+        axis = figure.add_subplot(rows, per_row, index + 1)
+        heat = heat / heat.max() if heat.max() > 0 else heat
+        resized = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR),
+                             dtype=np.float32)[..., None] / 255.0
+        # Dim what the word ignored, keep what it looked at: the image shows through the heat.
+        axis.imshow(base * (0.25 + 0.75 * resized))
+        axis.set_title(word, fontsize=10)
+        axis.axis("off")
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.01, wspace=0.05, hspace=0.3)
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()

@@ -45,6 +45,7 @@ table.params td:first-child { font-family: ui-monospace, monospace; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.7rem; background: #fff; }
 .card.wide { grid-column: span 2; }
+.card img.figure { max-width: 100%; }
 .card img { width: 100%; max-width: 224px; display: block; margin-bottom: 0.5rem;
             image-rendering: pixelated; /* small scene images are shown enlarged, crisp */ }
 .story { white-space: pre-wrap; margin: 0.2rem 0 0.6rem 0; }
@@ -96,12 +97,14 @@ _REPORT = """{% extends "base.html" %}
 {% block content %}
 {% if description %}<p>{{ description }}</p>{% endif %}
 <h2>Metrics</h2>
-<p class="note">Every condition runs on the same {{ split }} records with the same decoding. A
-model that uses its input scores clearly above its controls, and above the baselines.</p>
+<p class="note">Every condition runs on the same {{ split }} records (controls with the model's own
+decoding; "decoding" rows are the model decoded another way). A model that uses its input scores
+clearly above its controls, and above the baselines.</p>
 <table class="conditions"><thead><tr><th>condition</th><th>kind</th><th>what it is</th></tr></thead><tbody>
 {% for c in conditions %}<tr><td>{{ c.name }}</td><td>{{ c.kind }}</td><td>{{ c.description }}</td></tr>
 {% endfor %}</tbody></table>
 {{ m.metrics_table(metrics) }}
+{% for note in notes %}<p class="note">{{ note }}</p>{% endfor %}
 {% if headline %}<h3>Headline numbers</h3>{{ m.key_values(headline) }}{% endif %}
 
 <h2>Training curves</h2>
@@ -110,17 +113,22 @@ model that uses its input scores clearly above its controls, and above the basel
 <h2>Samples ({{ split }})</h2>
 {% if samples %}<div class="grid">
 {% for s in samples %}
-<div class="card{% if s.others %} wide{% endif %}">
+<div class="card{% if s.others or s.figures %} wide{% endif %}">
 {% for uri in s.image_uris %}<img src="{{ uri }}" alt="input image {{ loop.index }} of {{ s.record_id }}">{% endfor %}
 <div class="label">model</div><p class="story">{{ s.output }}</p>
 {% if s.note %}<div class="pairs">{{ s.note }}</div>{% endif %}
-<div class="label">reference</div><p class="story">{{ s.reference }}</p>
+{% if s.alternatives %}<div class="label">beam alternatives (best first)</div><ol class="story">
+{% for a in s.alternatives %}<li>{{ a }}</li>{% endfor %}</ol>{% endif %}
+{% if s.references %}<div class="label">references ({{ s.references|length }})</div><ul class="story">
+{% for r in s.references %}<li>{{ r }}</li>{% endfor %}</ul>
+{% else %}<div class="label">reference</div><p class="story">{{ s.reference }}</p>{% endif %}
 {% if s.reference_note %}<div class="pairs">true: {{ s.reference_note }}</div>{% endif %}
 {% if s.others %}<div class="controls">
 {% for c in s.others %}<div><div class="label">{{ c.name }}</div><p class="story">{{ c.output }}</p>
 {% if c.note %}<div class="pairs">{{ c.note }}</div>{% endif %}
 {% if c.source %}<div class="id">input of {{ c.source }}</div>{% endif %}</div>
 {% endfor %}</div>{% endif %}
+{% for f in s.figures %}<div class="label">{{ f.label }}</div><img class="figure" src="{{ f.uri }}" alt="{{ f.label }}">{% endfor %}
 <div class="id">{{ s.record_id }}</div>
 </div>
 {% endfor %}
@@ -137,6 +145,8 @@ _STORIES_PAGE = """{% extends "base.html" %}
 {% for item in items %}<div class="card">
 <img src="{{ item.image_uri }}" alt="{{ item.name }}">
 <div class="label">{{ item.name }}</div><p class="story">{{ item.story }}</p>
+{% if item.figure_uri %}<img class="figure" src="{{ item.figure_uri }}" alt="{{ item.figure_label }}">
+<div class="note">{{ item.figure_label }}</div>{% endif %}
 </div>
 {% endfor %}</div>{% else %}<p class="note">No images.</p>{% endif %}
 {% endblock %}
@@ -287,6 +297,10 @@ def render_report(
                 "note": notes.get("model", ""),
                 "reference": sample.get("reference") or "",
                 "reference_note": sample.get("reference_note", ""),
+                "references": list(sample.get("references") or []),
+                "alternatives": list(sample.get("alternatives") or []),
+                "figures": [{"label": f.get("label", ""), "uri": png_data_uri(f["png"])}
+                            for f in sample.get("figures") or [] if f.get("png")],
                 "others": others,
             }
         )
@@ -304,6 +318,7 @@ def render_report(
         conditions=evaluation.conditions,
         metrics=metrics_table(table),
         headline=headline,
+        notes=list(getattr(evaluation, "notes", []) or []),
         loss_uri=png_data_uri(loss_png) if loss_png else None,
         samples=samples,
         params=flatten_params(params),

@@ -87,12 +87,19 @@ def select_corpus(
 
 
 def build_tokenizer(train: pd.DataFrame, params: dict[str, Any]):
-    """Train the corpus tokenizer on the TRAIN split only (no validation or test leakage)."""
+    """Train the corpus tokenizer on the TRAIN split only (no validation or test leakage).
+
+    Records with several reference texts (``metadata["references"]``) lend all of them.
+    """
+    from multimodal_lab.data.records import references_of
     from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 
     spec = _spec(params)
     config = from_params(VocabConfig, spec.vocab, where="params:<corpus>.corpus.vocab")
     texts = train[spec.text_field].fillna("").tolist()
+    if spec.text_field == "caption" and "metadata" in train.columns:
+        extra = [ref for record in train.to_dict("records") for ref in references_of(record)[1:]]
+        texts += extra
     tokenizer = train_tokenizer(texts, config, allow_empty=train.empty)
     log.info("tokenizer: %d tokens (%s)", len(tokenizer), config)
     return tokenizer

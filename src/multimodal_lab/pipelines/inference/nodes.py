@@ -1,0 +1,35 @@
+"""The one inference node: the newest (or a pinned) model of a family on a folder of images."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from multimodal_lab.families import get_family
+
+log = logging.getLogger(__name__)
+
+
+def infer_folder(model, params: dict[str, Any], *, family: str) -> tuple[list[dict[str, Any]], str]:
+    """Run a family's model on every image of ``params["images_dir"]``.
+
+    Args:
+        model: the trained model (the newest version, or one pinned with
+            ``--load-versions=<family>.model:<version>``).
+        params: ``params:<family>_inference`` — ``images_dir``, ``batch_size`` and the
+            family's decoding settings.
+        family: the family's registry name.
+
+    Returns:
+        One JSON row per image (its file name and what the model wrote) and an HTML page.
+    """
+    from multimodal_lab.config import from_params
+    from multimodal_lab.inference import load_image_folder
+
+    spec = get_family(family)
+    if spec.folder_inference is None or spec.inference_params_class is None:
+        raise ValueError(f"the {family} family has no folder inference")
+    settings = from_params(spec.inference_params_class, params, where=f"params:{family}_inference")
+    named = load_image_folder(settings.images_dir)
+    rows, page = spec.folder_inference(model, named, settings)
+    log.info("%s: %d images of %s", family, len(rows), settings.images_dir)
+    return rows, page
