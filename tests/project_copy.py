@@ -20,3 +20,11 @@ def make_project_copy(parent: Path) -> Path:
                   "06_models", "07_model_output", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)
     return root
+
+
+def only_version(folder: Path) -> Path:
+    """The one versioned copy of a dataset folder (``<folder>/<version>/<name>``); fails if there are several."""
+    versions = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(versions) == 1, f"expected one version under {folder}, got {versions}"
+    return versions[0] / folder.name
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -19,6 +18,7 @@ from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
 from project_copy import make_project_copy
+from project_copy import only_version as _only_version
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +42,6 @@ PINNED = {
     ("shuffled_images", "perplexity"): 46.067952462500216,
 }
 PINNED_FINAL_LOSSES = {"train_loss": 6.346925735473633, "val_loss": 9.298225787627862}
-
-
-def _only_version(folder: Path) -> Path:
-    versions = sorted(p for p in folder.iterdir() if p.is_dir())
-    assert len(versions) == 1, f"expected one version under {folder}, got {versions}"
-    return versions[0] / folder.name
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from PIL import Image
 from project_copy import make_project_copy
+from project_copy import only_version as _only_version
 
 pytestmark = pytest.mark.slow
 
 REQUIRED_KEYS = ["test/bleu_4", "test/cider_d", "test/pair_f1", "greedy/cider_d", "beam3/cider_d", "beam5/cider_d",
                  "baseline_nearest/cider_d", "baseline_blind/cider_d", "control_deranged/pair_f1"]
-
-
-def _only_version(folder: Path) -> Path:
-    versions = sorted(p for p in folder.iterdir() if p.is_dir())
-    assert len(versions) == 1, f"expected one version under {folder}, got {versions}"
-    return versions[0] / folder.name
 
 
 @pytest.fixture(scope="module")

@@ -474,3 +474,20 @@ def validate_images(
     if len(rejected):
         logger.info("image validation: kept %d, rejected %d", len(kept), len(rejected))
     return kept.reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+def checked_image_input(value: Mapping[str, Any] | None, size: int) -> dict[str, Any] | None:
+    """A model config's ``image_input`` block, completed and checked against its ``image_size``.
+
+    None stays None (the training node fills it in from the ingest policy).
+
+    Raises:
+        ValueError: the block's size differs from the model's image size.
+    """
+    if value is None:
+        return None
+    spec = ImageInput.from_dict(value, size)
+    if spec.size != size:
+        raise ValueError(f"image_input size {spec.size} differs from image_size {size}")
+    return spec.to_dict()
+

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from multimodal_lab.config import from_params
-from multimodal_lab.data.images import ImageInput
+from multimodal_lab.data.images import ImageInput, checked_image_input
 from multimodal_lab.models.saving import (  # noqa: F401 - CONFIG_FILE etc. re-exported
     CONFIG_FILE,
     TOKENIZER_DIR,
@@ -122,11 +122,7 @@ class StoryGPT2Config:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.encoder = encoder_spec(self.encoder, where="encoder")
-        if self.image_input is not None:
-            spec = ImageInput.from_dict(self.image_input, self.image_size)
-            if spec.size != self.image_size:
-                raise ValueError(f"image_input size {spec.size} differs from image_size {self.image_size}")
-            self.image_input = spec.to_dict()
+        self.image_input = checked_image_input(self.image_input, self.image_size)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> StoryGPT2Config:

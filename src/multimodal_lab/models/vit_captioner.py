@@ -31,7 +31,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from multimodal_lab.config import from_params
-from multimodal_lab.data.images import ImageInput
+from multimodal_lab.data.images import ImageInput, checked_image_input
 from multimodal_lab.generation.story import GenerationSettings, generate_kwargs
 from multimodal_lab.models.saving import (
     load_tokenizer,
@@ -90,11 +90,7 @@ class ViTCaptionerConfig:
             self.object_colours = list(self.object_colours or COLOURS)
             self.object_shapes = list(self.object_shapes or SHAPES)
         self.encoder = encoder_spec(self.encoder, where="encoder")
-        if self.image_input is not None:
-            spec = ImageInput.from_dict(self.image_input, self.image_size)
-            if spec.size != self.image_size:
-                raise ValueError(f"image_input size {spec.size} differs from image_size {self.image_size}")
-            self.image_input = spec.to_dict()
+        self.image_input = checked_image_input(self.image_input, self.image_size)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ViTCaptionerConfig:
