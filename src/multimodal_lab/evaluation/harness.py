@@ -304,6 +304,38 @@ def evaluate(
                       conditions=conditions, split=split)
 
 
+def pick_conditions(family: str, settings: EvalSettings, controls: Mapping[str, Control],
+                    baselines: Mapping[str, Baseline]) -> tuple[list[Control], list[Baseline]]:
+    """The controls and baselines ``settings`` names, from a family's tables.
+
+    Raises:
+        ValueError: a name the family does not have, listing the ones it has.
+    """
+    unknown = [c for c in settings.controls if c not in controls] + [b for b in settings.baselines if b not in baselines]
+    if unknown:
+        raise ValueError(f"unknown controls/baselines {unknown}; {family} has controls {sorted(controls)} "
+                         f"and baselines {sorted(baselines)}")
+    return [controls[c] for c in settings.controls], [baselines[b] for b in settings.baselines]
+
+
+class evaluation_mode:  # noqa: N801 - used as a context manager, named like one
+    """``with evaluation_mode(model, settings) as device:`` the model in eval mode on the
+    evaluation's device; handed back where and as it came (train/eval) afterwards."""
+
+    def __init__(self, model: torch.nn.Module, settings: EvalSettings) -> None:
+        self.model = model
+        self.home = next(model.parameters()).device
+        self.device = settings.resolve_device(self.home)
+        self.was_training = model.training
+
+    def __enter__(self) -> torch.device:
+        self.model.to(self.device).eval()
+        return self.device
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.to(self.home).train(self.was_training)
+
+
 def describe_decoding(settings: GenerationSettings) -> str:
     """A few words for a decoding: "greedy search", "beam search (5 beams)", "sampling (T=0.8)"."""
     if settings.strategy == "beam":

@@ -28,7 +28,9 @@ from multimodal_lab.evaluation.harness import (
     EvalSettings,
     Evaluation,
     evaluate,
+    evaluation_mode,
     nearest_neighbour_texts,
+    pick_conditions,
 )
 from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
@@ -195,23 +197,12 @@ def evaluate_story_model(model: StoryGPT2, records: pd.DataFrame, settings: Stor
         train_records: training records (for the mean-prefix control and baselines).
         split: the split ``records`` come from (prefix of the summary keys).
     """
-    unknown = [c for c in settings.controls if c not in CONTROLS] + [b for b in settings.baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown controls/baselines {unknown}; story_gpt2 has controls {sorted(CONTROLS)} "
-                         f"and baselines {sorted(BASELINES)}")
-    home = next(model.parameters()).device
-    device = settings.resolve_device(home)
-    was_training = model.training
-    model.to(device).eval()
-    try:
+    controls, baselines = pick_conditions("story_gpt2", settings, CONTROLS, BASELINES)
+    with evaluation_mode(model, settings) as device:
         return evaluate(
-            StoryConditioner(model, settings, device), records, settings,
-            controls=[CONTROLS[c] for c in settings.controls],
-            baselines=[BASELINES[b] for b in settings.baselines],
+            StoryConditioner(model, settings, device), records, settings, controls=controls, baselines=baselines,
             suites=("grounding", "diversity"), train_records=train_records, split=split, headline="pair_f1",
         )
-    finally:
-        model.to(home).train(was_training)  # hand the model back as it came
 
 
 def validator(model: StoryGPT2, records: pd.DataFrame, count: int, seed: int):

@@ -28,7 +28,9 @@ from multimodal_lab.evaluation.harness import (
     EvalSettings,
     Evaluation,
     evaluate,
+    evaluation_mode,
     nearest_neighbour_texts,
+    pick_conditions,
     select_records,
 )
 from multimodal_lab.evaluation.text import sequence_nll
@@ -178,27 +180,16 @@ def evaluate_captioner(model: ViTCaptioner, records: pd.DataFrame, settings: Cap
     ``attention_samples`` samples get a cross-attention map per generated word and the
     first few samples their beam alternatives.
     """
-    unknown = [c for c in settings.controls if c not in CONTROLS] + [b for b in settings.baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown controls/baselines {unknown}; vit_captioner has controls {sorted(CONTROLS)} "
-                         f"and baselines {sorted(BASELINES)}")
-    home = next(model.parameters()).device
-    device = settings.resolve_device(home)
-    was_training = model.training
-    model.to(device).eval()
-    try:
+    controls, baselines = pick_conditions("vit_captioner", settings, CONTROLS, BASELINES)
+    with evaluation_mode(model, settings) as device:
         conditioner = CaptionConditioner(model, settings, device)
         result = evaluate(
-            conditioner, records, settings,
-            controls=[CONTROLS[c] for c in settings.controls],
-            baselines=[BASELINES[b] for b in settings.baselines],
+            conditioner, records, settings, controls=controls, baselines=baselines,
             suites=("captioning", "grounding", "diversity"), train_records=train_records, split=split,
             headline="cider_d",
         )
         chosen = select_records(records, settings.max_records, settings.seed).reset_index(drop=True)
         _add_sample_extras(model, conditioner, chosen, result, settings)
-    finally:
-        model.to(home).train(was_training)
     result.summary.update(summary_aliases(result.summary, split, settings))
     result.notes.append(
         "BLEU and CIDEr-D are computed once over the whole evaluated set against every reference caption of each "
