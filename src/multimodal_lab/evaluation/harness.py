@@ -131,6 +131,53 @@ class Conditioner(Protocol):
         """
 
 
+class ImageTextConditioner:
+    """The shared half of an image -> text family's conditioner.
+
+    It decodes record images the model's way (``images``) and scores reference texts under
+    any conditioning (``score``: ``bos text eos`` through the model's
+    ``text_logits(conditioning, input_ids, attention_mask)``). A family subclass adds
+    ``condition`` and ``generate`` and may override ``reference_texts`` (default: the
+    settings' text column).
+    """
+
+    max_tokens: int = 64  # longest scored text in tokens, bos and eos included (set by the subclass)
+
+    def __init__(self, model: torch.nn.Module, settings: EvalSettings, device: torch.device) -> None:
+        self.model = model
+        self.settings = settings
+        self.device = device
+
+    def images(self, records: pd.DataFrame) -> torch.Tensor:
+        from multimodal_lab.data.record_dataset import decode_all
+        from multimodal_lab.models.preprocess import arrays_to_tensor
+
+        pixels = decode_all(records["image"].tolist(), self.model.image_input)
+        return arrays_to_tensor(torch.from_numpy(pixels)).to(self.device)  # (B, 3, S, S)
+
+    def reference_texts(self, records: pd.DataFrame) -> list:
+        return records[self.settings.text_column].tolist()
+
+    def score(self, conditioning: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        from multimodal_lab.data.record_dataset import encode_texts, pad_texts
+        from multimodal_lab.evaluation.text import sequence_nll
+
+        nll = torch.zeros(len(records), dtype=torch.float64)
+        count = torch.zeros(len(records), dtype=torch.int64)
+        texts = self.reference_texts(records)
+        scored = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+        if not scored:
+            return nll, count
+        tokenizer = self.model.tokenizer
+        ids = encode_texts([texts[i] for i in scored], tokenizer, self.max_tokens)
+        batch = {k: v.to(self.device) for k, v in pad_texts([torch.tensor(t) for t in ids],
+                                                             tokenizer.pad_token_id).items()}
+        logits = self.model.text_logits(conditioning[scored], batch["input_ids"], batch["attention_mask"])
+        part_nll, part_count = sequence_nll(logits, batch["labels"])
+        nll[scored], count[scored] = part_nll.cpu(), part_count.cpu()
+        return nll, count
+
+
 @dataclass
 class Evaluation:
     """What :func:`evaluate` measured."""

@@ -17,8 +17,6 @@ from multimodal_lab.data.record_dataset import (
     RecordDataset,
     TextField,
     decode_all,
-    encode_texts,
-    pad_texts,
 )
 from multimodal_lab.data.scene_text import position_regions
 from multimodal_lab.evaluation.grounding import extract_pairs
@@ -27,12 +25,12 @@ from multimodal_lab.evaluation.harness import (
     Control,
     EvalSettings,
     Evaluation,
+    ImageTextConditioner,
     evaluate,
     evaluation_mode,
     nearest_neighbour_texts,
     pick_conditions,
 )
-from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
 from multimodal_lab.generation.story import GenerationSettings, generate_from_prefix
@@ -148,40 +146,18 @@ def training_data(model: StoryGPT2, records: pd.DataFrame) -> tuple[RecordDatase
     return dataset, RecordCollator(texts, extras=tuple(extras))
 
 
-class StoryConditioner:
+class StoryConditioner(ImageTextConditioner):
     """The harness's view of a story model: image prefixes in, stories and likelihoods out."""
 
     def __init__(self, model: StoryGPT2, settings: StoryEvalSettings, device: torch.device) -> None:
-        self.model = model
-        self.settings = settings
-        self.device = device
-
-    def images(self, records: pd.DataFrame) -> torch.Tensor:
-        spec = self.model.image_input
-        pixels = decode_all(records["image"].tolist(), spec)
-        return arrays_to_tensor(torch.from_numpy(pixels)).to(self.device)  # (B, 3, S, S)
+        super().__init__(model, settings, device)
+        self.max_tokens = model.config.max_story_tokens
 
     def condition(self, records: pd.DataFrame) -> torch.Tensor:
         return self.model.encode_prefix(self.images(records))  # (B, k, D)
 
     def generate(self, prefix: torch.Tensor, settings: GenerationSettings | None = None) -> list[str]:
         return generate_from_prefix(self.model, prefix, settings or self.settings.generation)
-
-    def score(self, prefix: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        nll = torch.zeros(len(records), dtype=torch.float64)
-        count = torch.zeros(len(records), dtype=torch.int64)
-        texts = records[self.settings.text_column].tolist()
-        scored = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
-        if not scored:
-            return nll, count
-        ids = encode_texts([texts[i] for i in scored], self.model.tokenizer, self.model.config.max_story_tokens)
-        batch = pad_texts([torch.tensor(t) for t in ids], self.model.tokenizer.pad_token_id)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        logits = self.model.text_logits(prefix[scored], batch["input_ids"], batch["attention_mask"])
-        part_nll, part_count = sequence_nll(logits, batch["labels"])
-        nll[scored] = part_nll.cpu()
-        count[scored] = part_count.cpu()
-        return nll, count
 
 
 @torch.no_grad()

@@ -18,8 +18,6 @@ from multimodal_lab.data.record_dataset import (
     RecordDataset,
     TextField,
     decode_all,
-    encode_texts,
-    pad_texts,
 )
 from multimodal_lab.data.records import references_of
 from multimodal_lab.evaluation.harness import (
@@ -27,13 +25,13 @@ from multimodal_lab.evaluation.harness import (
     Control,
     EvalSettings,
     Evaluation,
+    ImageTextConditioner,
     evaluate,
     evaluation_mode,
     nearest_neighbour_texts,
     pick_conditions,
     select_records,
 )
-from multimodal_lab.evaluation.text import sequence_nll
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
 from multimodal_lab.generation.story import GenerationSettings
@@ -135,17 +133,15 @@ def training_data(model: ViTCaptioner, records: pd.DataFrame) -> tuple[RecordDat
     return dataset, RecordCollator(texts, extras=tuple(extras))
 
 
-class CaptionConditioner:
-    """The harness's view of a captioner: image tokens in, captions and likelihoods out."""
+class CaptionConditioner(ImageTextConditioner):
+    """The harness's view of a captioner: image tokens in, captions and likelihoods out.
+
+    Perplexity scores each record's first reference caption.
+    """
 
     def __init__(self, model: ViTCaptioner, settings: CaptionEvalSettings, device: torch.device) -> None:
-        self.model = model
-        self.settings = settings
-        self.device = device
-
-    def images(self, records: pd.DataFrame) -> torch.Tensor:
-        pixels = decode_all(records["image"].tolist(), self.model.image_input)
-        return arrays_to_tensor(torch.from_numpy(pixels)).to(self.device)  # (B, 3, S, S)
+        super().__init__(model, settings, device)
+        self.max_tokens = model.config.max_caption_tokens
 
     def condition(self, records: pd.DataFrame) -> torch.Tensor:
         return self.model.encode(self.images(records))  # (B, N, D)
@@ -153,21 +149,8 @@ class CaptionConditioner:
     def generate(self, features: torch.Tensor, settings: GenerationSettings | None = None) -> list[str]:
         return self.model.decode(self.model.generate_ids(features, settings or self.settings.generation))
 
-    def score(self, features: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL of each record's first reference caption under the given image tokens."""
-        texts = [refs[0] if refs else "" for refs in (references_of(r) for r in records.to_dict("records"))]
-        nll = torch.zeros(len(records), dtype=torch.float64)
-        count = torch.zeros(len(records), dtype=torch.int64)
-        scored = [i for i, text in enumerate(texts) if text]
-        if not scored:
-            return nll, count
-        ids = encode_texts([texts[i] for i in scored], self.model.tokenizer, self.model.config.max_caption_tokens)
-        batch = {k: v.to(self.device) for k, v in pad_texts([torch.tensor(t) for t in ids],
-                                                             self.model.tokenizer.pad_token_id).items()}
-        logits = self.model.text_logits(features[scored], batch["input_ids"], batch["attention_mask"])
-        part_nll, part_count = sequence_nll(logits, batch["labels"])
-        nll[scored], count[scored] = part_nll.cpu(), part_count.cpu()
-        return nll, count
+    def reference_texts(self, records: pd.DataFrame) -> list:
+        return [refs[0] if refs else "" for refs in (references_of(r) for r in records.to_dict("records"))]
 
 
 @torch.no_grad()
