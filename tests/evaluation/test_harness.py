@@ -83,6 +83,27 @@ def test_grounded_model_beats_every_control_and_the_summary_says_so():
     assert table.at["zeros", "distinct_1"] == pytest.approx(5 / (5 * len(records)))
 
 
+def test_constant_controls_are_decoded_once_per_batch_size():
+    class Counting(OracleConditioner):
+        def __init__(self):
+            self.rows = 0
+
+        def generate(self, conditioning):
+            self.rows += len(conditioning)
+            return super().generate(conditioning)
+
+    records = scene_records()  # 8 records in batches of 3, 3 and 2
+    counting = Counting()
+    result = evaluate(counting, records, EvalSettings(batch_size=3, **FAST), controls=[ZEROED, MEAN],
+                      train_records=records)
+    # the model decodes all 8; each constant control one batch of 3 and one of 2
+    assert counting.rows == 8 + 2 * (3 + 2)
+    plain = evaluate(OracleConditioner(), records, EvalSettings(batch_size=8, **FAST), controls=[ZEROED, MEAN],
+                     train_records=records)
+    assert result.samples == plain.samples  # the same texts as decoding every row
+    pd.testing.assert_frame_equal(result.metrics, plain.metrics)
+
+
 def test_image_blind_model_scores_the_same_under_the_derangement():
     result = evaluate(BlindConditioner(), scene_records(), EvalSettings(batch_size=4, **FAST),
                       controls=[DERANGED], suites=("grounding", "diversity"), headline="pair_f1")

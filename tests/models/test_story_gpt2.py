@@ -303,3 +303,18 @@ def test_region_loss_trains_a_head_on_the_grid_tokens_from_story_targets():
     none = {k: v.clone() for k, v in targets.items()}
     none["region_colours"][:] = -100
     assert model(**data, **none).region_loss is None  # a batch without targets adds nothing
+
+
+def test_region_features_start_neutral_and_learn_from_the_story_loss():
+    tokenizer = word_tokenizer()
+    torch.manual_seed(0)
+    plain = build_story_gpt2(tiny_config(region_loss_weight=0.5), tokenizer)
+    torch.manual_seed(0)
+    model = build_story_gpt2(tiny_config(region_loss_weight=0.5, region_features=True), tokenizer)
+    data = batch(tokenizer)
+    # zero-initialised: the mapper first reads exactly the encoder's tokens
+    assert torch.equal(model.encode_prefix(data["images"]), plain.encode_prefix(data["images"]))
+    model(**data).loss.backward()  # the story loss alone (no region targets) reaches the embedding
+    assert model.region_embedding.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs region_loss_weight > 0"):
+        tiny_config(region_features=True)

@@ -156,3 +156,37 @@ def test_config_errors_are_actionable():
         tiny_config(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="raise n_positions"):
         tiny_config(max_caption_tokens=30, n_positions=24)
+
+
+def test_object_features_start_neutral_and_learn(tokenizer):
+    torch.manual_seed(0)
+    plain = ViTCaptioner(tiny_config(object_loss_weight=1.0), tokenizer)
+    torch.manual_seed(0)
+    model = ViTCaptioner(tiny_config(object_loss_weight=1.0, object_features=True), tokenizer)
+    images = torch.rand(2, 3, 16, 16)
+    # zero-initialised: the decoder first sees exactly the encoder's tokens
+    assert torch.equal(model.encode(images), plain.encode(images))
+    from multimodal_lab.data.record_dataset import encode_texts, pad_texts
+    from multimodal_lab.families.vit_captioner import object_targets
+
+    texts = ["a small red star and a large blue ring.", "a medium green cross in the sea."]
+    targets = object_targets(texts, model.config.object_colours, model.config.object_shapes)
+    batch = pad_texts([torch.tensor(t) for t in encode_texts(texts, tokenizer, 20)], tokenizer.pad_token_id)
+    model(images, **batch, object_targets=targets).loss.backward()
+    assert model.object_embedding.weight.grad.abs().sum() > 0  # the caption loss reaches the pair embedding
+    with pytest.raises(ValueError, match="needs object_loss_weight > 0"):
+        tiny_config(object_features=True)
+
+
+def test_emphasis_changes_the_caption_loss(tokenizer):
+    torch.manual_seed(0)
+    plain = ViTCaptioner(tiny_config(), tokenizer)
+    torch.manual_seed(0)
+    emphasised = ViTCaptioner(tiny_config(emphasis_words=["red", "star"], emphasis_weight=4.0), tokenizer)
+    from multimodal_lab.data.record_dataset import encode_texts, pad_texts
+
+    batch = pad_texts([torch.tensor(t) for t in encode_texts(CAPTIONS[:2], tokenizer, 20)], tokenizer.pad_token_id)
+    images = torch.rand(2, 3, 16, 16)
+    a, b = plain(images, **batch), emphasised(images, **batch)
+    assert torch.equal(a.logits, b.logits) and a.num_targets == b.num_targets
+    assert not torch.isclose(a.loss, b.loss)

@@ -122,7 +122,11 @@ class Conditioner(Protocol):
         """Conditioning of each record, (B, ...) on the model's device."""
 
     def generate(self, conditioning: torch.Tensor, settings: GenerationSettings | None = None) -> list[str]:
-        """One text per conditioning row (decoded with ``settings``; None = the evaluation's own)."""
+        """One text per conditioning row (decoded with ``settings``; None = the evaluation's own).
+
+        Must be a function of its arguments (sampling seeded per call): the harness decodes a
+        batch of a constant control once and reuses the texts for every batch of that size.
+        """
 
     def score(self, conditioning: torch.Tensor, records: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed NLL and token count of each record's reference text under its conditioning, (B,) each.
@@ -300,6 +304,9 @@ def evaluate(
             mean = _conditioning(conditioner, subset, settings.batch_size).mean(dim=0, keepdim=True)
             inputs[control.name] = mean.expand_as(own).contiguous()
 
+    # every row of a zeroed or mean-image control is the same input: one batch of each size is decoded
+    constant = {c.name for c in controls if c.operation in ("zeroed", "mean_train")}
+    decoded: dict[tuple[str, int], list[str]] = {}
     texts: dict[str, list[str]] = {name: [] for name in [*inputs, *settings.decodings]}
     nll: dict[str, float] = dict.fromkeys(inputs, 0.0)
     tokens: dict[str, int] = dict.fromkeys(inputs, 0)
@@ -308,7 +315,12 @@ def evaluate(
         for rows in batches:
             part = chosen.iloc[rows.start:rows.stop]
             for name, conditioning in inputs.items():
-                texts[name].extend(conditioner.generate(conditioning[rows.start:rows.stop]))
+                if name in constant and (name, len(rows)) in decoded:
+                    texts[name].extend(decoded[name, len(rows)])
+                else:
+                    texts[name].extend(conditioner.generate(conditioning[rows.start:rows.stop]))
+                    if name in constant:
+                        decoded[name, len(rows)] = texts[name][-len(rows):]
                 batch_nll, count = conditioner.score(conditioning[rows.start:rows.stop], part)
                 nll[name] += float(batch_nll.sum())
                 tokens[name] += int(count.sum())

@@ -38,6 +38,11 @@ from multimodal_lab.models.saving import (  # noqa: F401 - CONFIG_FILE etc. re-e
     read_config,
     save_directory,
 )
+from multimodal_lab.models.text_loss import (
+    check_emphasis,
+    emphasis_weights,
+    next_token_loss,
+)
 from multimodal_lab.models.vision import VisionEncoder, build_encoder, encoder_spec
 
 FORMAT_VERSION = 2
@@ -82,6 +87,9 @@ class StoryGPT2Config:
     region_loss_weight: float = 0.0  # weight of the text-derived region grounding loss (0 = off; see forward)
     region_colours: list[str] = field(default_factory=list)  # its colour classes (scene-world colours when empty)
     region_shapes: list[str] = field(default_factory=list)  # its shape classes (scene-world shapes when empty)
+    # hand the region head's answers to the mapper too: each grid token gains a learned embedding
+    # of its colour and shape probabilities (needs the region loss)
+    region_features: bool = False
 
     def __post_init__(self) -> None:
         if self.lm_source not in ("config", "pretrained"):
@@ -108,10 +116,11 @@ class StoryGPT2Config:
             raise ValueError(f"mapper must be 'mlp', 'attention' or 'slots', got {self.mapper!r}")
         if self.mapper == "attention" and self.n_embd % self.mapper_heads:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by mapper_heads {self.mapper_heads}")
-        if self.emphasis_weight <= 0:
-            raise ValueError(f"emphasis_weight must be positive, got {self.emphasis_weight}")
+        check_emphasis(self.emphasis_words, self.emphasis_weight)
         if self.region_loss_weight < 0:
             raise ValueError(f"region_loss_weight must be >= 0, got {self.region_loss_weight}")
+        if self.region_features and self.region_loss_weight <= 0:
+            raise ValueError("region_features reads the region head, which needs region_loss_weight > 0")
         if self.region_loss_weight > 0 and not (self.region_colours and self.region_shapes):
             from multimodal_lab.data.scene_world import COLOURS, SHAPES
 
@@ -201,15 +210,6 @@ class PrefixMapper(nn.Module):
         return hidden + self.net(self.norm(hidden))  # (B, k, D)
 
 
-def _word_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> set[int]:
-    """Ids of a word's tokens, alone and after a space (byte-level BPE spells those apart)."""
-    ids: set[int] = set()
-    for form in (word, " " + word):
-        ids.update(tokenizer(form, add_special_tokens=False)["input_ids"])
-    ids.discard(tokenizer.unk_token_id)
-    return ids
-
-
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Give the tokenizer the special tokens the model relies on (pad and bos fall back to eos)."""
     if tokenizer.eos_token is None:
@@ -270,15 +270,16 @@ class StoryGPT2(nn.Module):
         if len(self.tokenizer) > self.lm.config.vocab_size:
             self.lm.resize_token_embeddings(len(self.tokenizer))
         # Per-token loss weights: emphasised words (e.g. colour and shape names) count more.
-        weights = torch.ones(len(self.tokenizer))
-        for word in config.emphasis_words:
-            for token in _word_token_ids(self.tokenizer, word):
-                weights[token] = config.emphasis_weight
-        self.register_buffer("loss_weights", weights, persistent=False)
+        self.register_buffer("loss_weights", emphasis_weights(self.tokenizer, config.emphasis_words,
+                                                              config.emphasis_weight), persistent=False)
         self.region_head = None
         if config.region_loss_weight > 0:
             classes = len(config.region_colours) + len(config.region_shapes)
             self.region_head = nn.Linear(self.encoder.out_dim, classes)
+        self.region_embedding = None
+        if config.region_features:
+            self.region_embedding = nn.Linear(self.region_head.out_features, self.encoder.out_dim, bias=False)
+            nn.init.zeros_(self.region_embedding.weight)  # starts as the plain encoder
         self.lm.generation_config.pad_token_id = self.tokenizer.pad_token_id
         self.lm.generation_config.eos_token_id = self.tokenizer.eos_token_id
         if config.freeze_lm:
@@ -304,8 +305,17 @@ class StoryGPT2(nn.Module):
 
     def encode_prefix(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) in [0, 1] -> prefix embeddings (B, k, D)."""
-        features = self.encoder.forward_features(images)  # (B, N, D_enc)
-        return self.mapper(features)  # (B, k, D)
+        return self.mapper(self._with_regions(self.encoder.forward_features(images)))  # (B, k, D)
+
+    def _with_regions(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, N, D_enc) -> the mapper's input: the same unless region_features."""
+        if self.region_embedding is None:
+            return features
+        scores = self.region_head(features)  # (B, N, C + S)
+        split = len(self.config.region_colours)
+        probabilities = torch.cat([scores[..., :split].softmax(-1), scores[..., split:].softmax(-1)], dim=-1)
+        # each token also says, in one learned vector, which colour and shape it shows
+        return features + self.region_embedding(probabilities.to(features.dtype))
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> the language model's input embeddings (B, T, D)."""
@@ -346,20 +356,12 @@ class StoryGPT2(nn.Module):
             learned to ask for it.
         """
         features = self.encoder.forward_features(images)  # (B, N, D_enc)
-        logits = self.text_logits(self.mapper(features), input_ids, attention_mask)  # (B, T, V)
+        logits = self.text_logits(self.mapper(self._with_regions(features)), input_ids, attention_mask)  # (B, T, V)
         loss, num_targets, region_loss = None, None, None
         if labels is not None:
             # Position t predicts token t + 1, so the prefix never carries a target.
-            targets = labels[:, 1:]
-            flat_logits, flat_targets = logits[:, :-1].flatten(0, 1).float(), targets.flatten()
-            valid = flat_targets != -100
-            num_targets = int(valid.sum())
-            if self.config.emphasis_words and self.config.emphasis_weight != 1.0:
-                per_token = F.cross_entropy(flat_logits, flat_targets, ignore_index=-100, reduction="none")
-                weights = self.loss_weights[flat_targets.clamp(min=0)] * valid
-                loss = (per_token * weights).sum() / valid.sum().clamp(min=1)
-            else:
-                loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-100)
+            emphasis = self.config.emphasis_words and self.config.emphasis_weight != 1.0
+            loss, num_targets = next_token_loss(logits, labels, self.loss_weights if emphasis else None)
             if self.region_head is not None and region_masks is not None:
                 region_loss = self._region_loss(features, region_masks, region_colours, region_shapes)
                 if region_loss is not None:

@@ -39,6 +39,11 @@ from multimodal_lab.models.saving import (
     read_config,
     save_directory,
 )
+from multimodal_lab.models.text_loss import (
+    check_emphasis,
+    emphasis_weights,
+    next_token_loss,
+)
 from multimodal_lab.models.vision import VisionEncoder, build_encoder, encoder_spec
 
 FORMAT_VERSION = 1
@@ -65,6 +70,11 @@ class ViTCaptionerConfig:
     object_loss_weight: float = 0.0
     object_colours: list[str] = field(default_factory=list)  # its colour words (scene-world colours when empty)
     object_shapes: list[str] = field(default_factory=list)  # its shape words (scene-world shapes when empty)
+    # hand the object head's (colour, shape) answers to the decoder too: each image token gains a
+    # learned embedding of its pair probabilities (needs the object loss)
+    object_features: bool = False
+    emphasis_words: list[str] = field(default_factory=list)  # words whose tokens weigh emphasis_weight in the loss
+    emphasis_weight: float = 1.0  # loss weight of those tokens (1 = plain cross-entropy)
 
     def __post_init__(self) -> None:
         for key in ("image_size", "n_layer", "n_head", "n_embd", "n_positions"):
@@ -89,6 +99,9 @@ class ViTCaptionerConfig:
 
             self.object_colours = list(self.object_colours or COLOURS)
             self.object_shapes = list(self.object_shapes or SHAPES)
+        if self.object_features and self.object_loss_weight <= 0:
+            raise ValueError("object_features reads the object head, which needs object_loss_weight > 0")
+        check_emphasis(self.emphasis_words, self.emphasis_weight)
         self.encoder = encoder_spec(self.encoder, where="encoder")
         self.image_input = checked_image_input(self.image_input, self.image_size)
 
@@ -159,6 +172,13 @@ class ViTCaptioner(nn.Module):
         if config.object_loss_weight > 0:
             colours, shapes = len(config.object_colours), len(config.object_shapes)
             self.object_head = nn.Linear(self.encoder.out_dim, colours + shapes + colours * shapes)
+        self.object_embedding = None
+        if config.object_features:
+            pairs = len(config.object_colours) * len(config.object_shapes)
+            self.object_embedding = nn.Linear(pairs, config.n_embd, bias=False)
+            nn.init.zeros_(self.object_embedding.weight)  # starts as the plain encoder
+        self.register_buffer("loss_weights", emphasis_weights(self.tokenizer, config.emphasis_words,
+                                                              config.emphasis_weight), persistent=False)
 
     @property
     def image_input(self) -> ImageInput:
@@ -167,7 +187,16 @@ class ViTCaptioner(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) in [0, 1] -> image tokens (B, N, D) the decoder attends to."""
-        return self.encoder.forward_features(images)
+        return self._with_objects(self.encoder.forward_features(images))
+
+    def _with_objects(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, N, D) -> the decoder's memory (B, N, D): the same unless object_features."""
+        if self.object_embedding is None:
+            return features
+        colours, shapes = len(self.config.object_colours), len(self.config.object_shapes)
+        pairs = self.object_head(features)[..., colours + shapes:]  # (B, N, C*S) pair logits per token
+        # each token also says, in one learned vector, which (colour, shape) pairs it shows
+        return features + self.object_embedding(torch.sigmoid(pairs))
 
     def text_logits(self, features: torch.Tensor, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
@@ -197,13 +226,12 @@ class ViTCaptioner(nn.Module):
             carry what it is long before the decoder has learned to ask for it through
             cross-attention.
         """
-        features = self.encode(images)  # (B, N, D)
-        logits = self.text_logits(features, input_ids, attention_mask)  # (B, T, V)
+        features = self.encoder.forward_features(images)  # (B, N, D)
+        logits = self.text_logits(self._with_objects(features), input_ids, attention_mask)  # (B, T, V)
         loss = num_targets = object_loss = None
         if labels is not None:
-            targets = labels[:, 1:].flatten()  # position t predicts token t + 1
-            num_targets = int((targets != -100).sum())
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets, ignore_index=-100)
+            emphasis = self.config.emphasis_words and self.config.emphasis_weight != 1.0
+            loss, num_targets = next_token_loss(logits, labels, self.loss_weights if emphasis else None)
             if self.object_head is not None and object_targets is not None:
                 object_loss = self._object_loss(features, object_targets)
                 if object_loss is not None:
