@@ -6,7 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
-from multimodal_lab.models.text_loss import emphasis_weights, next_token_loss, word_token_ids
+from multimodal_lab.models.text_loss import (
+    emphasis_weights,
+    next_token_loss,
+    word_token_ids,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +31,7 @@ def test_unweighted_loss_is_shifted_cross_entropy():
 
 
 def test_emphasis_weighs_only_the_named_words(tokenizer):
+    assert emphasis_weights(tokenizer, [], 3.0) is None and emphasis_weights(tokenizer, ["red"], 1.0) is None
     weights = emphasis_weights(tokenizer, ["red", "blue"], 3.0)
     emphasised = word_token_ids(tokenizer, "red") | word_token_ids(tokenizer, "blue")
     assert emphasised and all(weights[t] == 3.0 for t in emphasised)

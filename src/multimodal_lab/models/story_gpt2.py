@@ -360,8 +360,7 @@ class StoryGPT2(nn.Module):
         loss, num_targets, region_loss = None, None, None
         if labels is not None:
             # Position t predicts token t + 1, so the prefix never carries a target.
-            emphasis = self.config.emphasis_words and self.config.emphasis_weight != 1.0
-            loss, num_targets = next_token_loss(logits, labels, self.loss_weights if emphasis else None)
+            loss, num_targets = next_token_loss(logits, labels, self.loss_weights)
             if self.region_head is not None and region_masks is not None:
                 region_loss = self._region_loss(features, region_masks, region_colours, region_shapes)
                 if region_loss is not None:

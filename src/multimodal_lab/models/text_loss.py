@@ -29,9 +29,12 @@ def check_emphasis(words: list[str], weight: float) -> None:
         raise ValueError(f"emphasis_words must be non-empty strings, got {words!r}")
 
 
-def emphasis_weights(tokenizer: PreTrainedTokenizerBase, words: list[str], weight: float) -> torch.Tensor:
-    """Per-vocabulary-entry loss weights (V,): ``weight`` on the words' tokens, 1 elsewhere."""
+def emphasis_weights(tokenizer: PreTrainedTokenizerBase, words: list[str], weight: float) -> torch.Tensor | None:
+    """Per-vocabulary-entry loss weights (V,): ``weight`` on the words' tokens, 1 elsewhere;
+    None when nothing is emphasised (no words, or weight 1), so the loss stays the plain mean."""
     check_emphasis(words, weight)
+    if not words or weight == 1.0:
+        return None
     weights = torch.ones(len(tokenizer))
     for word in words:
         for token in word_token_ids(tokenizer, word):

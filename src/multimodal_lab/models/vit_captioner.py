@@ -230,8 +230,7 @@ class ViTCaptioner(nn.Module):
         logits = self.text_logits(self._with_objects(features), input_ids, attention_mask)  # (B, T, V)
         loss = num_targets = object_loss = None
         if labels is not None:
-            emphasis = self.config.emphasis_words and self.config.emphasis_weight != 1.0
-            loss, num_targets = next_token_loss(logits, labels, self.loss_weights if emphasis else None)
+            loss, num_targets = next_token_loss(logits, labels, self.loss_weights)
             if self.object_head is not None and object_targets is not None:
                 object_loss = self._object_loss(features, object_targets)
                 if object_loss is not None:
