@@ -15,6 +15,7 @@ from multimodal_lab.data.images import (
     ImageRejected,
     normalize_image,
     normalize_images,
+    pixel_hash,
     validate_images,
 )
 from multimodal_lab.data.records import make_record, records_frame
@@ -203,11 +204,41 @@ def test_output_is_deterministic_png_without_metadata():
     first = normalize_image(data, ImagePolicy(size=(32, 32)))
     second = normalize_image(data, ImagePolicy(size=(32, 32)))
     assert first == second
-    assert first.image_hash == hashlib.sha256(first.data).hexdigest()
+    assert first.image_hash == pixel_hash((32, 32), decode(first.data).tobytes())
     assert len(first.phash) == 16
     image = decode(first.data)
     assert image.format == "PNG" and image.mode == "RGB"
     assert "icc_profile" not in image.info and "exif" not in image.info
+
+
+def test_canonical_png_keeps_its_bytes_and_the_hash_is_of_the_pixels():
+    policy = ImagePolicy(size=(32, 32))
+    written = normalize_image(encode(halves((90, 70))), policy).data
+    # what ingest wrote is canonical: a second pass returns the very bytes
+    assert normalize_image(written, policy).data == written
+    # the same pixels at another zlib level: bytes kept, one image_hash for both
+    other = io.BytesIO()
+    decode(written).save(other, format="PNG", compress_level=9)
+    again = normalize_image(other.getvalue(), policy)
+    assert again.data == other.getvalue() != written
+    assert again.image_hash == normalize_image(written, policy).image_hash
+    assert again.phash == normalize_image(written, policy).phash
+    # a chunk ingest strips (gamma), the wrong size, or another mode: re-encoded
+    for image, kwargs in [(decode(written), {"pnginfo": _gamma_chunk()}), (halves((40, 40)), {}),
+                          (decode(written).convert("L"), {})]:
+        data = io.BytesIO()
+        image.save(data, format="PNG", **kwargs)
+        out = normalize_image(data.getvalue(), policy)
+        assert out.data != data.getvalue()
+        assert decode(out.data).info == {} and decode(out.data).mode == "RGB"
+
+
+def _gamma_chunk():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", (45455).to_bytes(4, "big"))
+    return info
 
 
 @pytest.mark.parametrize(
@@ -268,7 +299,7 @@ def test_validate_images_conserves_records_and_order():
     assert kept["width"].dtype == "int64"
     for data, digest in zip(kept["image"], kept["image_hash"]):
         assert decode(data).size == (32, 32)
-        assert hashlib.sha256(data).hexdigest() == digest
+        assert pixel_hash((32, 32), decode(data).tobytes()) == digest
     # rejected rows carry their original bytes, for inspection
     assert rejected["image"].tolist() == [records["image"][i] for i in bad]
 

@@ -1,6 +1,7 @@
 """Tests for the procedural scene world (images, texts, sequences, provenance)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -22,6 +23,7 @@ from multimodal_lab.data.scene_world import (
     GOOD_LICENSES,
     SHAPES,
     SIZES,
+    WORLD_FORMAT,
     SceneWorldConfig,
     engraving_record,
     generate_scene_world,
@@ -193,6 +195,29 @@ def test_render_reproduces_stored_image_and_paints_objects(world, config):
             assert np.abs(centre - COLOUR_RGB[obj["colour"]]).max() <= 30, obj
             checked += 1
     assert checked > 50
+
+
+#: Every byte of the test world (images, texts, metadata) at ``WORLD_FORMAT``. Cached worlds
+#: are reused by config and format, so a generator change that alters records must bump
+#: ``WORLD_FORMAT`` (and this pin); a speed-up must leave it alone.
+WORLD_DIGEST = (3, "71aba8efc1232705c99c751331c9d4c8366ad0d2f52588531352074f6c6bc6e2")
+
+
+def test_records_are_pinned_to_the_world_format(world):
+    digest = hashlib.sha256()
+    for row in world.itertuples(index=False):
+        for value in row:
+            digest.update(bytes(value) if isinstance(value, (bytes, bytearray)) else repr(value).encode())
+    assert (WORLD_FORMAT, digest.hexdigest()) == WORLD_DIGEST, (
+        "the scene world's records changed (the generator, or Pillow's drawing): bump WORLD_FORMAT and "
+        "WORLD_DIGEST together")
+
+
+def test_scene_without_objects_is_its_background():
+    from multimodal_lab.data.scene_render import _background_array
+
+    meta = {"background": "sea", "background_seed": 7, "objects": []}
+    assert np.array_equal(np.asarray(render_scene(meta, 64)), _background_array("sea", 7, 64))
 
 
 @pytest.mark.parametrize("size", [32, 128, 512])

@@ -1,7 +1,7 @@
 """Exact and near-duplicate removal: the dedup stage of ingest.
 
-Two records are duplicates when their normalised images are identical (same sha256)
-or perceptually alike (64-bit pHash within ``max_distance`` bits, Hamming distance,
+Two records are duplicates when their normalised images are identical (same
+``image_hash``: the sha256 of size and pixels the image stage gives) or perceptually alike (64-bit pHash within ``max_distance`` bits, Hamming distance,
 optionally confirmed by a small colour-thumbnail comparison: pHash is computed on
 grey levels, so distinct images with the same layout can share a hash).
 Records of the same family (``family_id``: the frames of one sequence, the windows of
@@ -172,7 +172,8 @@ def deduplicate(
     Args:
         records: record frame with decodable ``image`` bytes (normally the output of
             the image stage). ``image_hash`` and ``phash`` columns are used when
-            present and computed from ``image`` otherwise. Not modified.
+            present and computed from ``image`` otherwise (then exact duplicates are
+            byte-identical files). Not modified.
         max_distance: largest pHash Hamming distance (bits of 64) still counted as a
             near duplicate; 0 catches only perceptually identical images, and a
             negative value turns near-duplicate detection off (exact only).

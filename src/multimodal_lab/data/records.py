@@ -40,7 +40,7 @@ RECORD_COLUMNS: dict[str, str] = {
 #: Columns that ingest adds to accepted records.
 ACCEPTED_EXTRA_COLUMNS: dict[str, str] = {
     "license_spdx": "normalised SPDX id of the licence (e.g. 'CC-BY-4.0')",
-    "image_hash": "sha256 of the normalised image bytes",
+    "image_hash": "sha256 of the normalised image's size and RGB pixels (data.images.pixel_hash)",
     "width": "image width after normalisation",
     "height": "image height after normalisation",
 }

@@ -173,16 +173,27 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
 
 
-def _background_array(name: str, seed: int, image_size: int) -> np.ndarray:
-    """Gradient + seeded texture, (image_size, image_size, 3) uint8; no shape-like blobs."""
+@lru_cache(maxsize=32)
+def _background_base(name: str, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A background's gradient (s, s, 3) and the row and column coordinates in [0, 1),
+    float32; computed once per background and size (read-only: callers must not write)."""
     bg = BACKGROUNDS[name]
-    rng = np.random.default_rng([seed, image_size])
-    s = image_size
     t = np.linspace(0.0, 1.0, s, dtype=np.float32)[:, None, None]
     top = np.asarray(bg.top, np.float32)
     bottom = np.asarray(bg.bottom, np.float32)
     img = np.broadcast_to(top + (bottom - top) * t, (s, s, 3)).copy()
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    for array in (img, yy, xx):
+        array.flags.writeable = False
+    return img, yy, xx
+
+
+def _background_array(name: str, seed: int, image_size: int) -> np.ndarray:
+    """Gradient + seeded texture, (image_size, image_size, 3) uint8; no shape-like blobs."""
+    bg = BACKGROUNDS[name]
+    rng = np.random.default_rng([seed, image_size])
+    s = image_size
+    img, yy, xx = _background_base(name, s)
     shade = 6.0 * _smooth_noise(rng, s, 4)
     if bg.texture == "clouds":
         shade += 8.0 * np.clip(_smooth_noise(rng, s, 5), 0.0, 1.0)
@@ -285,8 +296,8 @@ def render_scene(metadata: Mapping[str, Any], image_size: int, style: str = "pla
         return _render_engraving(metadata, image_size)
     ss = _supersample(image_size)
     big = image_size * ss
-    bg = _background_array(metadata["background"], int(metadata.get("background_seed", 0)), image_size)
-    canvas = Image.fromarray(bg, mode="RGB").resize((big, big), Image.NEAREST).convert("RGBA")
+    background = Image.fromarray(
+        _background_array(metadata["background"], int(metadata.get("background_seed", 0)), image_size), mode="RGB")
     layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     width = _outline_width(image_size, ss)
@@ -294,7 +305,18 @@ def render_scene(metadata: Mapping[str, Any], image_size: int, style: str = "pla
         fill = COLOUR_RGB[obj["colour"]]
         _draw_object(draw, obj["shape"], obj["x"] * big, obj["y"] * big, obj["radius"] * big,
                      fill + (255,), _outline_rgb(fill) + (255,), width, (0, 0, 0, 0))
-    return Image.alpha_composite(canvas, layer).convert("RGB").reduce(ss)
+    drawn = layer.getbbox(alpha_only=True)
+    if drawn is None:
+        return background
+    # Only the output pixels the objects touch are composited at the supersampled size;
+    # elsewhere the layer is transparent and the result is the background pixel itself.
+    left, top = drawn[0] // ss, drawn[1] // ss
+    right, bottom = -(-drawn[2] // ss), -(-drawn[3] // ss)
+    box = (left * ss, top * ss, right * ss, bottom * ss)
+    canvas = background.crop((left, top, right, bottom)).resize((box[2] - box[0], box[3] - box[1]), Image.NEAREST)
+    patch = Image.alpha_composite(canvas.convert("RGBA"), layer.crop(box)).convert("RGB").reduce(ss)
+    background.paste(patch, (left, top))
+    return background
 
 
 def encode_png(image: Image.Image) -> bytes:

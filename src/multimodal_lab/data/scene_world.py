@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,11 +233,15 @@ def _base_metadata(background: str, bg_seed: int, style: str, objects: list[dict
 
 # ----------------------------------------------------------------------------- provenance
 
+@lru_cache(maxsize=64)
+def _weyl_offset(seed: int, kind: int, purpose: int) -> float:
+    return float(np.random.default_rng([seed, kind, purpose]).random())
+
+
 def _weyl_hit(seed: int, kind: int, purpose: int, index: int, fraction: float) -> bool:
     """Deterministic low-discrepancy choice: over any run of indices the hit share is
     within O(log n / n) of ``fraction``, so even small runs contain bad records."""
-    offset = np.random.default_rng([seed, kind, purpose]).random()
-    return (offset + index * _GOLDEN) % 1.0 < fraction
+    return (_weyl_offset(seed, kind, purpose) + index * _GOLDEN) % 1.0 < fraction
 
 
 def _license(config: SceneWorldConfig, kind: int, index: int) -> str | None:

@@ -106,20 +106,40 @@ def region_targets(texts: list[str], grid: int, colours: list[str], shapes: list
     phrases = sorted(regions, key=len, reverse=True)  # "near the top left" before "near the top"
     colour_id = {c: i for i, c in enumerate(colours)}
     shape_id = {s: i for i, s in enumerate(shapes)}
-    masks = torch.zeros(len(texts), REGION_SLOTS, grid * grid, dtype=torch.bool)
-    colour_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
-    shape_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
+    phrase_id = {phrase: i for i, phrase in enumerate(phrases)}
+    read: dict[str, tuple[int, int, int] | None] = {}  # templated corpora repeat sentences: read each once
+
+    def target(sentence: str) -> tuple[int, int, int] | None:
+        phrase = next((p for p in phrases if p in sentence), None)
+        if phrase is None:
+            return None
+        pairs = extract_pairs(sentence, colours, shapes)
+        if len(pairs) != 1:
+            return None
+        return phrase_id[phrase], colour_id[pairs[0][0]], shape_id[pairs[0][1]]
+
+    rows, slots, found = [], [], []
     for row, text in enumerate(texts):
         slot = 0
         for sentence in _SENTENCE.split(str(text).lower()):
-            phrase = next((p for p in phrases if p in sentence), None)
-            pairs = extract_pairs(sentence, colours, shapes)
-            if phrase is None or len(pairs) != 1 or slot >= REGION_SLOTS:
-                continue
-            colour, shape = pairs[0]
-            masks[row, slot] = torch.tensor(regions[phrase])
-            colour_t[row, slot], shape_t[row, slot] = colour_id[colour], shape_id[shape]
-            slot += 1
+            if slot >= REGION_SLOTS:
+                break
+            if sentence not in read:
+                read[sentence] = target(sentence)
+            if read[sentence] is not None:
+                rows.append(row)
+                slots.append(slot)
+                found.append(read[sentence])
+                slot += 1
+    masks = torch.zeros(len(texts), REGION_SLOTS, grid * grid, dtype=torch.bool)
+    colour_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
+    shape_t = torch.full((len(texts), REGION_SLOTS), -100, dtype=torch.long)
+    if found:
+        cells = torch.tensor([regions[phrase] for phrase in phrases], dtype=torch.bool)  # (P, grid*grid)
+        index = (torch.tensor(rows), torch.tensor(slots))
+        targets = torch.tensor(found)  # (n, 3): phrase, colour, shape
+        masks[index] = cells[targets[:, 0]]
+        colour_t[index], shape_t[index] = targets[:, 1], targets[:, 2]
     return {"region_masks": masks, "region_colours": colour_t, "region_shapes": shape_t}
 
 

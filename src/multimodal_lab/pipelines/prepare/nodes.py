@@ -98,7 +98,9 @@ def build_tokenizer(train: pd.DataFrame, params: dict[str, Any]):
     config = from_params(VocabConfig, spec.vocab, where="params:<corpus>.corpus.vocab")
     texts = train[spec.text_field].fillna("").tolist()
     if spec.text_field == "caption" and "metadata" in train.columns:
-        extra = [ref for record in train.to_dict("records") for ref in references_of(record)[1:]]
+        # Only the two columns references_of reads: a whole-frame to_dict copies every image.
+        extra = [ref for record in train[["metadata", "caption"]].to_dict("records")
+                 for ref in references_of(record)[1:]]
         texts += extra
     tokenizer = train_tokenizer(texts, config, allow_empty=train.empty)
     log.info("tokenizer: %d tokens (%s)", len(tokenizer), config)
