@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import zlib
@@ -43,13 +42,18 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(header: bytes, rows: bytes) -> bytes:
+    """A PNG file from its IHDR body and its filtered rows."""
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
+
+
 def png_header_bomb(width: int, height: int) -> bytes:
     """A valid PNG header claiming a huge size, with almost no pixel data."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return _png(struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0), b"\x00" * 16)
 
 
 def reason(data, policy=NONE) -> str:
@@ -231,6 +235,15 @@ def test_canonical_png_keeps_its_bytes_and_the_hash_is_of_the_pixels():
         out = normalize_image(data.getvalue(), policy)
         assert out.data != data.getvalue()
         assert decode(out.data).info == {} and decode(out.data).mode == "RGB"
+    # PIL opens these as plain RGB with an empty info, but the file is not what ingest writes:
+    # 16 bits per channel, and a chunk PIL does not report (tIME)
+    rows = b"".join(b"\x00" + bytes(range(192)) for _ in range(32))
+    sixteen = _png(struct.pack(">IIBBBBB", 32, 32, 16, 2, 0, 0, 0), rows)
+    timed = written[:33] + _chunk(b"tIME", bytes(7)) + written[33:]
+    for data in (sixteen, timed):
+        assert decode(data).mode == "RGB" and decode(data).info == {}
+        out = normalize_image(data, policy)
+        assert out.data != data and out.data[24:26] == bytes([8, 2])
 
 
 def _gamma_chunk():

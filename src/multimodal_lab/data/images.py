@@ -339,7 +339,7 @@ def normalize_image(data: Any, policy: ImagePolicy) -> NormalizedImage:
         raise ImageRejected("image is empty (0 bytes)")
     try:
         image = _open_checked(data, policy)
-        passthrough = _is_canonical_png(image, policy)
+        passthrough = _is_canonical_png(data, image, policy)
         try:
             image = ImageOps.exif_transpose(image)
         except Exception as exc:  # noqa: BLE001 - corrupt EXIF comes in many exception types
@@ -390,12 +390,29 @@ def pixel_hash(size: tuple[int, int], rgb: bytes) -> str:
     return digest.hexdigest()
 
 
-def _is_canonical_png(image: Image.Image, policy: ImagePolicy) -> bool:
-    """A decoded image whose file is already what ingest writes: a PNG of 8-bit RGB at the
-    policy's size (any size with mode 'none'), with no ancillary chunk (no ICC profile,
-    gamma, EXIF, text, transparency or interlacing: PIL lists each of those in ``info``)."""
-    return (image.format == "PNG" and image.mode == "RGB" and not image.info
-            and (policy.mode == "none" or image.size == policy.size))
+def _is_canonical_png(data: bytes, image: Image.Image, policy: ImagePolicy) -> bool:
+    """Whether ``data`` already is what ingest writes: a PNG of 8-bit RGB, not interlaced, at
+    the policy's size (any size with mode 'none'), whose chunks are IHDR, IDAT and IEND only
+    (no ICC profile, gamma, EXIF, text, transparency, time or any other chunk)."""
+    if image.format != "PNG" or image.mode != "RGB" or image.info:
+        return False
+    if policy.mode != "none" and image.size != policy.size:
+        return False
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 29:
+        return False
+    bit_depth, colour_type, interlace = data[24], data[25], data[28]
+    if (bit_depth, colour_type, interlace) != (8, 2, 0):
+        return False
+    position = 8
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        if kind not in (b"IHDR", b"IDAT", b"IEND"):
+            return False
+        if kind == b"IEND":
+            return True
+        position += 12 + length
+    return False
 
 
 # One result per image: (png, width, height, image_hash, phash) or the rejection reason.

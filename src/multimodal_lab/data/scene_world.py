@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import json
+import logging
 import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,20 @@ from tqdm.auto import tqdm
 
 from multimodal_lab.data import scene_text
 from multimodal_lab.data.records import make_record, records_frame
-from multimodal_lab.data.text import normalize_text
 from multimodal_lab.data.scene_render import (  # noqa: F401 - re-exported as this module's API
-    BACKGROUNDS, COLOUR_RGB, COLOURS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SHAPES, STYLES, Background,
-    check_image_size, encode_png, render_scene,
+    BACKGROUNDS,
+    COLOUR_RGB,
+    COLOURS,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    SHAPES,
+    STYLES,
+    Background,
+    check_image_size,
+    encode_png,
+    render_scene,
 )
+from multimodal_lab.data.text import normalize_text
 
 #: Size name -> radius as a fraction of the image side. Every shape fits in its circle.
 SIZES: dict[str, float] = {"small": 0.12, "medium": 0.16, "large": 0.20}
