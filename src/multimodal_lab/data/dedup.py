@@ -1,9 +1,10 @@
 """Exact and near-duplicate removal: the dedup stage of ingest.
 
 Two records are duplicates when their normalised images are identical (same
-``image_hash``: the sha256 of size and pixels the image stage gives) or perceptually alike (64-bit pHash within ``max_distance`` bits, Hamming distance,
-optionally confirmed by a small colour-thumbnail comparison: pHash is computed on
-grey levels, so distinct images with the same layout can share a hash).
+``image_hash``: the sha256 of size and pixels the image stage gives) or perceptually
+alike (64-bit pHash within ``max_distance`` bits, Hamming distance, optionally confirmed
+by a small colour-thumbnail comparison: pHash is computed on grey levels, so distinct
+images with the same layout can share a hash).
 Records of the same family (``family_id``: the frames of one sequence, the windows of
 one story) are never compared: they are meant to look alike, and the split keeps them
 on one side anyway. Records with the same ``record_id`` are always duplicates (the same
