@@ -24,6 +24,8 @@ so machine load affects both alike.
    ``StoryTeller.tell`` at batch 1, greedy: with ``decoder="generate"`` (GPT-2's
    ``generate``, the path before the lean decoder) against the default lean static-cache
    loop (``generation.greedy``). The stories must be the same. Target: >= 3x lower.
+   ``--model DIR`` times a trained model (a real story that ends at its end token) instead
+   of the untrained one, whose greedy output is special tokens up to the length limit.
 
 The model is the one in ``conf/base/parameters_story_gpt2.yml`` (``story_gpt2.model``)
 when that file exists and describes a GPT-2 built from config, else ``StoryGPT2Config()``
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="bf16 autocast for both training loops (GPU)")
     parser.add_argument("--parts", default="train,generate,latency", help="comma list: train, generate, latency")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a trained story_gpt2 model directory for the latency part (e.g. the main job's "
+                             "data/06_models/story_gpt2/model/<version>/model), so a real story is timed; "
+                             "default: the untrained model of --params")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -229,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     for part, measure in (("generate", _generation), ("latency", _latency)):
         if part not in parts:
             continue
-        row, note = measure(fresh(), dataset, device, args)
+        model = fresh()
+        if part == "latency" and args.model is not None:
+            model = StoryGPT2.from_pretrained(args.model, map_location=str(device))
+        row, note = measure(model, dataset, device, args)
         if row is None:
             print(note, file=sys.stderr)
             return 1
@@ -309,9 +318,10 @@ def _latency(model: StoryGPT2, dataset: RecordDataset, device: torch.device,
     slow, fast = statistics.median(generate_times), statistics.median(lean_times)
     words = len((fast_story if isinstance(fast_story, str) else fast_story[0]).split())
     row = ("story latency ms (batch 1)", fast * 1000, slow * 1000, f"{slow / fast:.1f}x", ">= 3x lower")
+    which = f"trained model {args.model}" if args.model is not None else "untrained model"
     note = (f"latency: StoryTeller.tell on one image, {max(args.repeats, 7)} runs each, median {slow * 1000:.1f} ms "
             f"(generate) vs {fast * 1000:.1f} ms (lean loop); the same story ({words} words, at most "
-            f"{args.new_tokens} tokens)")
+            f"{args.new_tokens} tokens; {which})")
     return row, note
 
 
