@@ -394,11 +394,11 @@ def _is_canonical_png(data: bytes, image: Image.Image, policy: ImagePolicy) -> b
     """Whether ``data`` already is what ingest writes: a PNG of 8-bit RGB, not interlaced, at
     the policy's size (any size with mode 'none'), whose chunks are IHDR, IDAT and IEND only
     (no ICC profile, gamma, EXIF, text, transparency, time or any other chunk)."""
-    if image.format != "PNG" or image.mode != "RGB" or image.info:
-        return False
     if policy.mode != "none" and image.size != policy.size:
         return False
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 29:
+    # The file's own header and chunk list decide: PIL reports a 16-bit RGB PNG, or one with
+    # a chunk it ignores, as a plain RGB image.
+    if len(data) < 29 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         return False
     bit_depth, colour_type, interlace = data[24], data[25], data[28]
     if (bit_depth, colour_type, interlace) != (8, 2, 0):
