@@ -1,0 +1,363 @@
+"""Four frames and their sentences in, the fifth frame and its sentence out.
+
+One model, four variants as config switches (``cross_modal``, ``vae``); ``use_images:
+false`` is the text-only floor (the same text path, no pixels at all). Shapes, with
+B sequences, 4 input frames, side S (64), width D (``d_model``) and sentence length T:
+
+* **frame encoder** (per frame, shared): 3 stride-2 convolutions, (B·4, 3, S, S) ->
+  visual tokens (B, 4, (S/8)², D) and their mean (B, 4, D);
+* **sentence encoder** (per sentence, shared): token embeddings and a GRU, (B, 4, T) ->
+  token states (B, 4, T, D) and the state at the last real token (B, 4, D);
+* ``cross_modal``: each sentence's tokens attend to its frame's visual tokens (4 heads);
+  the attended vectors, averaged over real tokens, join the step (B, 4, D);
+* **sequence model**: a GRU over the 4 fused steps -> state h (B, D);
+* **image path** (a U-Net): the 4 frames and the change ``f4 - f3`` stacked (B, 15, S, S)
+  go down to (B, C4, S/8, S/8), where h modulates the features (FiLM) and a *spatial*
+  latent (B, Z, S/8, S/8) is formed; ``vae`` makes it a reparameterised Gaussian with a
+  KL term. Coming back up, skip connections hand over every scale of the input frames,
+  and the head paints an RGB layer and a mask over the 4th frame:
+  ``f5 = mask·rgb + (1 - mask)·f4``. The background is thus copied, not re-drawn, and
+  "the same scene, moved" is a small mask and a few painted pixels;
+* **text path**: GPT-2 (from config, the corpus tokenizer) reads a prefix of
+  ``state_tokens`` vectors made from h plus the 4 fused steps, then writes the 5th
+  sentence; decoding goes through the shared generation module (KV cache, greedy /
+  beam / sampling).
+
+Loss: L1 on pixels plus an edge term (L1 between the images' horizontal and vertical
+differences, which L1 alone lets blur away), the 5th sentence's next-token
+cross-entropy, and for ``vae`` ``kl_weight``·KL(q(z) || N(0, I)) (mean per latent unit).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from multimodal_lab.config import from_params
+from multimodal_lab.data.images import ImageInput
+from multimodal_lab.models.saving import (
+    load_tokenizer,
+    load_weights,
+    read_config,
+    save_directory,
+)
+from multimodal_lab.models.story_gpt2 import _prepare_tokenizer
+from multimodal_lab.models.text_loss import next_token_loss
+
+FAMILY = "story_continuation"
+FORMAT_VERSION = 1
+INPUT_FRAMES = 4
+
+
+@dataclass
+class StoryContinuationConfig:
+    """Sizes and switches of one variant (``params:story_continuation.model`` + the variant's own)."""
+
+    cross_modal: bool = False  # text queries attend to the frame's visual tokens (4 heads)
+    vae: bool = False  # a reparameterised spatial latent with a KL term
+    use_images: bool = True  # False: the text-only floor (no image input, no image output)
+    image_size: int = 64
+    channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])  # U-Net widths at S, S/2, S/4, S/8
+    latent_channels: int = 32  # channels of the spatial latent at S/8
+    d_model: int = 128  # width of the frame, sentence and sequence states (and of GPT-2)
+    cross_heads: int = 4
+    state_tokens: int = 4  # GPT-2 prefix vectors made from the sequence state (plus one per input step)
+    n_layer: int = 2
+    n_head: int = 4
+    n_positions: int = 64
+    max_sentence_tokens: int = 40  # bos and eos included
+    edge_loss_weight: float = 1.0  # weight of the image-gradient L1 term
+    text_loss_weight: float = 1.0
+    kl_weight: float = 0.01
+    # "warp": the head also predicts a displacement field that moves the 4th frame's pixels
+    # before the painted layer goes over them; "paint": the painted layer alone
+    decoder: str = "warp"
+    lm_init_std: float = 0.02
+    image_input: dict[str, Any] | None = None  # set by the training node from params:ingest
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != 4 or min(self.channels) < 1:
+            raise ValueError(f"channels must be 4 positive widths (at S, S/2, S/4, S/8), got {self.channels}")
+        if self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (the U-Net halves it 3 times), got {self.image_size}")
+        if self.d_model % self.n_head or self.d_model % self.cross_heads:
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_head {self.n_head} and cross_heads "
+                             f"{self.cross_heads}")
+        if self.vae and not self.use_images:
+            raise ValueError("vae needs use_images (the latent is the image path's)")
+        if self.cross_modal and not self.use_images:
+            raise ValueError("cross_modal needs use_images (text attends to visual features)")
+        if self.decoder not in ("warp", "paint"):
+            raise ValueError(f"decoder must be 'warp' or 'paint', got {self.decoder!r}")
+        if self.state_tokens < 1:
+            raise ValueError(f"state_tokens must be >= 1, got {self.state_tokens}")
+        needed = self.prefix_tokens + self.max_sentence_tokens
+        if needed > self.n_positions:
+            raise ValueError(f"prefix ({self.prefix_tokens}) + max_sentence_tokens ({self.max_sentence_tokens}) = "
+                             f"{needed} exceeds n_positions {self.n_positions}; raise n_positions")
+
+    @property
+    def prefix_tokens(self) -> int:
+        return self.state_tokens + INPUT_FRAMES
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> StoryContinuationConfig:
+        return from_params(cls, dict(values), where="story_continuation config")
+
+
+@dataclass
+class ContinuationOutput:
+    loss: torch.Tensor | None
+    image: torch.Tensor | None  # (B, 3, S, S) in [0, 1]; None for the text-only model
+    logits: torch.Tensor  # (B, T, V) of the 5th sentence
+    num_targets: int | None = None
+    parts: dict[str, float] = field(default_factory=dict)  # the loss terms, for logs
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8 if cout % 8 == 0 else 1, cout), nn.GELU())
+
+
+class FrameEncoder(nn.Module):
+    """One frame (N, 3, S, S) -> visual tokens (N, (S/8)², D)."""
+
+    def __init__(self, width: int, d_model: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(_conv(3, width // 2, 2), _conv(width // 2, width, 2), _conv(width, d_model, 2))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(images).flatten(2).transpose(1, 2))
+
+
+class SentenceEncoder(nn.Module):
+    """Token ids (N, T) -> token states (N, T, D) and the state at the last real token (N, D)."""
+
+    def __init__(self, vocab: int, d_model: int, pad_id: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model, padding_idx=pad_id)
+        self.gru = nn.GRU(d_model, d_model, batch_first=True)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states, _ = self.gru(self.embed(ids))  # (N, T, D)
+        last = (mask.sum(dim=1) - 1).clamp(min=0)  # index of the last real token
+        return states, states[torch.arange(ids.shape[0], device=ids.device), last]
+
+
+class ImageUNet(nn.Module):
+    """The 4 frames and f4 - f3 -> the 5th frame, painted over the 4th (see the module docstring)."""
+
+    def __init__(self, config: StoryContinuationConfig) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = config.channels
+        self.down1 = nn.Sequential(_conv(3 * INPUT_FRAMES + 3, c1), _conv(c1, c1))  # S
+        self.down2 = _conv(c1, c2, 2)  # S/2
+        self.down3 = _conv(c2, c3, 2)  # S/4
+        self.down4 = _conv(c3, c4, 2)  # S/8
+        self.film = nn.Linear(config.d_model, 2 * c4)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        z = config.latent_channels
+        self.to_latent = nn.Conv2d(c4, 2 * z if config.vae else z, 1)
+        self.from_latent = _conv(z + c4, c4)
+        self.up3 = _conv(c4 + c3, c3)  # at S/4
+        self.up2 = _conv(c3 + c2, c2)  # at S/2
+        self.up1 = _conv(c2 + c1, c1)  # at S
+        self.warp = config.decoder == "warp"
+        self.head = nn.Conv2d(c1, 6 if self.warp else 4, 3, padding=1)  # RGB layer + mask (+ displacement)
+        # Training starts from "copy the 4th frame": no displacement, a mask near 0.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        nn.init.constant_(self.head.bias[3], -4.0)
+        self.vae = config.vae
+
+    def encode(self, frames: torch.Tensor, state: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """frames (B, 4, 3, S, S), state (B, D) -> skips, latent mean (B, Z, S/8, S/8), log-variance or None."""
+        x = torch.cat([frames.flatten(1, 2), frames[:, -1] - frames[:, -2]], dim=1)  # (B, 15, S, S)
+        s1 = self.down1(x)
+        s2 = self.down2(s1)
+        s3 = self.down3(s2)
+        s4 = self.down4(s3)  # (B, C4, S/8, S/8)
+        gamma, beta = self.film(state).chunk(2, dim=1)
+        s4 = s4 * (1 + gamma[..., None, None]) + beta[..., None, None]
+        latent = self.to_latent(s4)
+        if self.vae:
+            mean, logvar = latent.chunk(2, dim=1)
+            return [s1, s2, s3, s4], mean, logvar.clamp(-8.0, 8.0)
+        return [s1, s2, s3, s4], latent, None
+
+    def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Latent (B, Z, S/8, S/8) -> the 5th frame (B, 3, S, S) in [0, 1], painted over ``last``."""
+        s1, s2, s3, s4 = skips
+        x = self.from_latent(torch.cat([z, s4], dim=1))
+        x = self.up3(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s3], dim=1))
+        x = self.up2(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s2], dim=1))
+        x = self.up1(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s1], dim=1))
+        out = self.head(x)
+        rgb, mask = torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3:4])
+        if self.warp:
+            last = warp(last, out[:, 4:6])
+        return mask * rgb + (1 - mask) * last
+
+
+def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """Move pixels: output pixel p reads ``images`` at p + displacement (in pixels), bilinear.
+
+    images (B, C, S, S); displacement (B, 2, S, S) as (dx, dy).
+    """
+    _batch, _, height, width = images.shape
+    ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=images.dtype),
+                            torch.arange(width, device=images.device, dtype=images.dtype), indexing="ij")
+    x = xs + displacement[:, 0]
+    y = ys + displacement[:, 1]
+    grid = torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)  # (B, S, S, 2)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def edge_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and vertical pixel differences of two image batches."""
+    def grads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+    (px, py), (tx, ty) = grads(predicted), grads(target)
+    return (px - tx).abs().mean() + (py - ty).abs().mean()
+
+
+class StoryContinuation(nn.Module):
+    """See the module docstring. ``tokenizer``: the sequence corpus tokenizer."""
+
+    def __init__(self, config: StoryContinuationConfig, tokenizer: PreTrainedTokenizerBase,
+                 lm: GPT2LMHeadModel | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = _prepare_tokenizer(tokenizer)
+        d = config.d_model
+        self.sentences = SentenceEncoder(len(self.tokenizer), d, self.tokenizer.pad_token_id)
+        self.frames = FrameEncoder(config.channels[1], d) if config.use_images else None
+        self.cross = nn.MultiheadAttention(d, config.cross_heads, batch_first=True) if config.cross_modal else None
+        parts = 1 + int(config.use_images) + int(config.cross_modal)
+        self.fuse = nn.Sequential(nn.Linear(parts * d, d), nn.GELU(), nn.LayerNorm(d))
+        self.sequence = nn.GRU(d, d, batch_first=True)
+        self.state_prefix = nn.Linear(d, config.state_tokens * d)
+        self.step_prefix = nn.Linear(d, d)
+        self.unet = ImageUNet(config) if config.use_images else None
+        self.lm = lm if lm is not None else GPT2LMHeadModel(GPT2Config(
+            vocab_size=len(self.tokenizer), n_positions=config.n_positions, n_embd=d, n_layer=config.n_layer,
+            n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            activation_function="gelu_pytorch_tanh", initializer_range=config.lm_init_std,
+            bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id))
+        self.lm.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        self.lm.generation_config.eos_token_id = self.tokenizer.eos_token_id
+
+    @property
+    def image_input(self) -> ImageInput:
+        return ImageInput.from_dict(self.config.image_input, self.config.image_size)
+
+    # -------------------------------------------------------------- conditioning
+    def encode(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        """The 4 input frames (B, 4, 3, S, S) and sentences (B, 4, T) -> the fused state.
+
+        Returns a dict: ``prefix`` (B, k, D) for the text decoder and, with images, the
+        U-Net's ``skips``, latent ``mean`` / ``logvar`` and the ``last`` frame.
+        """
+        batch = input_ids.shape[0]
+        tokens, sentence = self.sentences(input_ids.flatten(0, 1), attention_mask.flatten(0, 1))  # (B·4, T, D), (B·4, D)
+        parts = [sentence]
+        if self.frames is not None:
+            visual = self.frames(frames.flatten(0, 1))  # (B·4, N, D)
+            parts.append(visual.mean(dim=1))
+            if self.cross is not None:
+                attended, _ = self.cross(tokens, visual, visual, need_weights=False)  # (B·4, T, D)
+                mask = attention_mask.flatten(0, 1).unsqueeze(-1).to(attended.dtype)
+                parts.append((attended * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+        steps = self.fuse(torch.cat(parts, dim=-1)).unflatten(0, (batch, INPUT_FRAMES))  # (B, 4, D)
+        outputs, hidden = self.sequence(steps)  # (B, 4, D), (1, B, D)
+        state = hidden[0]
+        prefix = torch.cat([self.state_prefix(state).unflatten(1, (self.config.state_tokens, -1)),
+                            self.step_prefix(outputs)], dim=1)  # (B, k + 4, D)
+        out: dict[str, Any] = {"prefix": prefix, "state": state}
+        if self.unet is not None:
+            out["skips"], out["mean"], out["logvar"] = self.unet.encode(frames, state)
+            out["last"] = frames[:, -1]
+        return out
+
+    def predict_image(self, encoded: Mapping[str, Any], sample: bool = False,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The 5th frame (B, 3, S, S) from :meth:`encode`'s output: the latent mean, or a draw."""
+        if self.unet is None:
+            raise ValueError("the text-only model predicts no image")
+        z = encoded["mean"]
+        if sample and encoded["logvar"] is not None:
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            z = z + noise * torch.exp(0.5 * encoded["logvar"])
+        return self.unet.decode(encoded["skips"], z, encoded["last"])
+
+    # -------------------------------------------------------------- text (the generation module's interface)
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def text_logits(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of a sentence (B, T) after a prefix (B, k, D)."""
+        text = self.embed_tokens(input_ids)
+        embeds = torch.cat([prefix.to(text.dtype), text], dim=1)
+        mask = torch.cat([attention_mask.new_ones(prefix.shape[:2]), attention_mask], dim=1)
+        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return self.lm.get_output_embeddings()(hidden[:, prefix.shape[1]:])
+
+    # -------------------------------------------------------------- training
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> ContinuationOutput:
+        """A batch of 5-frame sequences: images (B, 5, 3, S, S), sentences (B, 5, T).
+
+        Frames and sentences 1-4 are the input; the 5th frame and sentence are the targets.
+        """
+        if images.shape[1] != INPUT_FRAMES + 1 or input_ids.shape[1] != INPUT_FRAMES + 1:
+            raise ValueError(f"a batch holds sequences of {INPUT_FRAMES + 1} frames and sentences, got images "
+                             f"{tuple(images.shape)} and sentences {tuple(input_ids.shape)}")
+        encoded = self.encode(images[:, :INPUT_FRAMES], input_ids[:, :INPUT_FRAMES], attention_mask[:, :INPUT_FRAMES])
+        logits = self.text_logits(encoded["prefix"], input_ids[:, -1], attention_mask[:, -1])
+        image = None
+        if self.unet is not None:
+            image = self.predict_image(encoded, sample=self.training)
+        if labels is None:
+            return ContinuationOutput(loss=None, image=image, logits=logits)
+        text_loss, num_targets = next_token_loss(logits, labels[:, -1])
+        loss = self.config.text_loss_weight * text_loss
+        parts = {"text_loss": float(text_loss.detach())}
+        if image is not None:
+            target = images[:, -1]
+            pixel = (image - target).abs().mean()
+            edges = edge_loss(image, target)
+            loss = loss + pixel + self.config.edge_loss_weight * edges
+            parts.update(image_l1=float(pixel.detach()), edge_loss=float(edges.detach()))
+            if encoded["logvar"] is not None:
+                mean, logvar = encoded["mean"], encoded["logvar"]
+                kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+                loss = loss + self.config.kl_weight * kl
+                parts["kl"] = float(kl.detach())
+        return ContinuationOutput(loss=loss, image=image, logits=logits, num_targets=num_targets, parts=parts)
+
+    # -------------------------------------------------------------- saving
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        payload = {"format_version": FORMAT_VERSION, "family": FAMILY, FAMILY: dataclasses.asdict(self.config),
+                   "lm_config": self.lm.config.to_dict()}
+        save_directory(self, directory, payload, self.tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> StoryContinuation:
+        payload = read_config(directory, "StoryContinuation.save_pretrained")
+        version = int(payload.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ValueError(f"this model directory has format {version}, newer than this code reads "
+                             f"({FORMAT_VERSION}); upgrade multimodal_lab")
+        config = StoryContinuationConfig.from_dict(payload[FAMILY])
+        lm = GPT2LMHeadModel(GPT2Config.from_dict(payload["lm_config"]))
+        return load_weights(cls(config, load_tokenizer(directory), lm=lm), directory, map_location)

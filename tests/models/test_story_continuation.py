@@ -1,0 +1,164 @@
+"""story_continuation's model: shapes, the four variants, the warp, a loss that falls, save/load."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import make_word_tokenizer
+
+from multimodal_lab.generation.story import GenerationSettings, generate_from_prefix
+from multimodal_lab.models.story_continuation import (
+    StoryContinuation,
+    StoryContinuationConfig,
+    edge_loss,
+    warp,
+)
+
+WORDS = ["the", "red", "blue", "circle", "square", "moves", "left", "right", "once", "more", "grows"]
+VARIANTS = {"baseline": {}, "cross_modal": {"cross_modal": True}, "vae": {"vae": True},
+            "cross_modal_vae": {"cross_modal": True, "vae": True}}
+
+
+def tiny(**overrides) -> StoryContinuationConfig:
+    base = {"image_size": 16, "channels": [8, 8, 8, 16], "latent_channels": 4, "d_model": 16, "cross_heads": 4, "n_head": 2,
+                "n_layer": 1, "state_tokens": 2, "n_positions": 24, "max_sentence_tokens": 12}
+    return StoryContinuationConfig(**{**base, **overrides})
+
+
+def batch(b: int = 3, t: int = 6, vocab: int = 10, size: int = 16) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (b, 5, t), generator=generator)
+    return {"images": torch.rand(b, 5, 3, size, size, generator=generator), "input_ids": ids,
+            "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_word_tokenizer(WORDS)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_variant_runs_forward_and_backward(tokenizer, variant):
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(**VARIANTS[variant]), tokenizer)
+    data = batch(vocab=len(tokenizer))
+    out = model(**data)
+    assert out.image.shape == (3, 3, 16, 16)
+    assert float(out.image.detach().min()) >= 0.0 and float(out.image.detach().max()) <= 1.0
+    assert out.logits.shape == (3, 6, len(tokenizer))
+    assert ("kl" in out.parts) == VARIANTS[variant].get("vae", False)
+    out.loss.backward()
+    touched = [name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert any(name.startswith("unet.") for name in touched) and any(name.startswith("lm.") for name in touched)
+    if VARIANTS[variant].get("cross_modal"):
+        assert any(name.startswith("cross.") for name in touched)
+
+
+def test_the_text_only_floor_has_no_image_path(tokenizer):
+    model = StoryContinuation(tiny(use_images=False), tokenizer)
+    assert model.unet is None and model.frames is None
+    out = model(**batch(vocab=len(tokenizer)))
+    assert out.image is None and "image_l1" not in out.parts
+    with pytest.raises(ValueError, match="text-only"):
+        model.predict_image({})
+
+
+def test_warp_without_displacement_is_the_identity():
+    images = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(warp(images, torch.zeros(2, 2, 16, 16)), images)
+
+
+@pytest.mark.parametrize("decoder", ["warp", "paint"])
+def test_an_untrained_model_starts_near_copying_the_fourth_frame(tokenizer, decoder):
+    model = StoryContinuation(tiny(decoder=decoder), tokenizer).eval()
+    data = batch(vocab=len(tokenizer))
+    with torch.no_grad():
+        image = model(**data).image
+    assert (image - data["images"][:, 3]).abs().max() < 0.02  # mask sigmoid(-4) = 0.018
+
+
+def test_warp_moves_pixels_by_whole_pixels():
+    images = torch.zeros(1, 1, 8, 8)
+    images[0, 0, 3, 2] = 1.0
+    moved = warp(images, torch.full((1, 2, 8, 8), 0.0).index_fill_(1, torch.tensor([0]), -2.0))  # read 2 px left
+    assert moved[0, 0, 3, 4] == pytest.approx(1.0) and moved[0, 0, 3, 2] == pytest.approx(0.0)
+
+
+def test_edge_loss_sees_blur_that_is_cheap_in_l1():
+    sharp = torch.zeros(1, 1, 8, 8)
+    sharp[..., :, 4:] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False)
+    assert edge_loss(sharp, sharp) == 0.0
+    assert edge_loss(blurred, sharp) > 0.0
+
+
+def test_sampling_a_vae_varies_the_image_and_the_mean_does_not(tokenizer):
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(vae=True), tokenizer).eval()
+    torch.nn.init.normal_(model.unet.head.weight, std=0.2)  # a trained head reads the latent
+    data = batch(vocab=len(tokenizer))
+    with torch.no_grad():
+        encoded = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])
+        mean_a, mean_b = model.predict_image(encoded), model.predict_image(encoded)
+        draws = [model.predict_image(encoded, sample=True, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    torch.testing.assert_close(mean_a, mean_b)
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_the_loss_falls_on_a_fixed_batch(tokenizer):
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(), tokenizer)
+    data = batch(vocab=len(tokenizer))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = model(**data).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_save_and_load_give_the_same_outputs(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(cross_modal=True), tokenizer).eval()
+    model.save_pretrained(tmp_path / "model")
+    loaded = StoryContinuation.from_pretrained(tmp_path / "model").eval()
+    data = batch(vocab=len(tokenizer))
+    with torch.no_grad():
+        a, b = model(**data), loaded(**data)
+    torch.testing.assert_close(a.image, b.image)
+    torch.testing.assert_close(a.logits, b.logits)
+
+
+def test_the_fifth_sentence_is_decoded_by_the_shared_generation_module(tokenizer):
+    model = StoryContinuation(tiny(), tokenizer).eval()
+    data = batch(vocab=len(tokenizer))
+    with torch.no_grad():
+        prefix = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])["prefix"]
+    assert prefix.shape == (3, 2 + 4, 16)
+    for strategy in ("greedy", "beam"):
+        texts = generate_from_prefix(model, prefix, GenerationSettings(max_new_tokens=5, strategy=strategy, num_beams=2))
+        assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"channels": [8, 8, 8]}, "4 positive widths"),
+    ({"image_size": 20}, "multiple of 8"),
+    ({"d_model": 18}, "divisible"),
+    ({"vae": True, "use_images": False}, "vae needs use_images"),
+    ({"cross_modal": True, "use_images": False}, "cross_modal needs use_images"),
+    ({"decoder": "magic"}, "decoder must be"),
+    ({"n_positions": 10}, "exceeds n_positions"),
+])
+def test_config_errors_say_what_to_change(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**overrides)
+
+
+def test_a_batch_of_the_wrong_length_is_refused(tokenizer):
+    model = StoryContinuation(tiny(), tokenizer)
+    data = batch(vocab=len(tokenizer))
+    with pytest.raises(ValueError, match="5 frames"):
+        model(images=data["images"][:, :4], input_ids=data["input_ids"][:, :4],
+              attention_mask=data["attention_mask"][:, :4])
