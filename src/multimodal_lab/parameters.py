@@ -60,6 +60,8 @@ def _block_classes() -> dict[str, Any]:
         blocks[f"{name}.evaluation"] = family.eval_settings_class
         if family.inference_params_class is not None:
             blocks[f"{name}_inference"] = family.inference_params_class
+        if family.world_params:
+            blocks[family.world_params.removeprefix("params:")] = SceneWorldConfig
     return blocks
 
 
@@ -132,7 +134,8 @@ def check_parameters(params: Mapping[str, Any],
 
     def visit(value: Any, path: str) -> None:
         if path in blocks:
-            problem = _check_block(blocks[path], value, f"params:{path}", path in SWITCHED)
+            problem = _check_block(blocks[path], value, f"params:{path}",
+                                   path in SWITCHED or path.endswith(".scene_world"))
             if problem:
                 problems.append(problem)
             return

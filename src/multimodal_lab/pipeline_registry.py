@@ -23,6 +23,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     """
     from multimodal_lab.families import get_family
     from multimodal_lab.pipelines.inference import create_inference_pipeline
+    from multimodal_lab.pipelines.prepare.pipeline import create_world_pipeline
 
     pipes: dict[str, Pipeline] = {
         "sources": sources.create_pipeline(),
@@ -33,9 +34,14 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipes["data_preparation"] = pipes["sources"] + pipes["ingest"] + pipes["captioning"] + pipes["prepare"]
     default = pipes["data_preparation"]
     for name in available_families():
+        spec = get_family(name)
         model = create_model_pipeline(name)
         pipes[f"{name}_model"] = model
-        pipes[name] = pipes["data_preparation"] + model
+        if spec.world_params:  # a corpus of its own, prepared by its own data chain
+            model = create_world_pipeline(f"{name}_data", spec.corpus, spec.world_params) + model
+            pipes[name] = model
+        else:
+            pipes[name] = pipes["data_preparation"] + model
         default += model
         if get_family(name).folder_inference is not None:
             pipes[f"{name}_inference"] = create_inference_pipeline(name)

@@ -144,3 +144,38 @@ def score_texts(texts: Sequence[str], truth: Sequence[set[Pair]], colours: Seque
     """Extract pairs from each text and score them against the truth (see grounding_scores)."""
     predicted = [set(extract_pairs(text, colours, shapes, max_gap)) for text in texts]
     return grounding_scores(predicted, truth)
+
+
+def motion_kinds_named(text: str) -> set[str]:
+    """The motion kinds a sequence sentence names: ``move``, ``still``, ``grow``, ``shrink``,
+    ``colour_cycle`` (read off the scene world's phrases for them)."""
+    from multimodal_lab.data.scene_text import GROW_PHRASES, MOVE_VERBS, SHRINK_PHRASES, STILL_PHRASES
+
+    lowered = " ".join(_words(text))
+    kinds = set()
+    for kind, phrases in (("shrink", SHRINK_PHRASES), ("grow", GROW_PHRASES), ("still", STILL_PHRASES),
+                          ("colour_cycle", ("changes and becomes",)), ("move", MOVE_VERBS)):
+        for phrase in phrases:
+            pattern = " ".join(_words(phrase))
+            if f" {pattern} " in f" {lowered} ":
+                kinds.add(kind)
+                lowered = lowered.replace(pattern, " ")  # "grows smaller" is not also "grows"
+    return kinds
+
+
+def continuation_units(text: str, colours: Sequence[str], shapes: Sequence[str]) -> set[tuple[str, ...]]:
+    """What a 5th sentence claims: its (colour, shape) pairs and its motion kinds, as one set."""
+    pairs = {("pair", colour, shape) for colour, shape in extract_pairs(text, colours, shapes)}
+    return pairs | {("motion", kind) for kind in motion_kinds_named(text)}
+
+
+def continuation_truth(objects: Sequence[dict], kinds: Sequence[str]) -> set[tuple[str, ...]]:
+    """The true units of a 5th frame: its objects' (colour, shape) pairs and its objects' motion kinds."""
+    return {("pair", o["colour"], o["shape"]) for o in objects} | {("motion", k) for k in kinds if k}
+
+
+def continuation_f1(texts: Sequence[str], truths: Sequence[set[tuple[str, ...]]], colours: Sequence[str],
+                    shapes: Sequence[str]) -> float:
+    """Micro F1 of the units the sentences name against the true units (see :func:`continuation_units`)."""
+    predicted = [continuation_units(text, colours, shapes) for text in texts]
+    return _prf(predicted, [set(t) for t in truths])[2]

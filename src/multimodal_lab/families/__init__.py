@@ -20,6 +20,7 @@ from multimodal_lab.families.base import ModelFamily
 BUILTIN_FAMILIES: dict[str, str] = {
     "story_gpt2": "multimodal_lab.families.story_gpt2",
     "vit_captioner": "multimodal_lab.families.vit_captioner",
+    "story_continuation": "multimodal_lab.families.story_continuation",
 }
 
 _FAMILIES: dict[str, ModelFamily] = {}

@@ -48,7 +48,26 @@ class ModelFamily:
     # (model, [(file name, PIL image)], params:<name>_inference dict) -> (JSON-safe rows, HTML page):
     # what the family writes for a folder of the user's images; None = no folder inference
     folder_inference: Callable[[nn.Module, list, dict[str, Any]], tuple[list[dict[str, Any]], str]] | None = None
+    # The parameter key of a scene world of the family's own (e.g. "params:story_continuation.data.scene_world"):
+    # its pipeline then prepares the corpus from it (``<name>_data.<corpus>.*``) instead of running the
+    # shared data preparation. None: the shared corpus.
+    world_params: str | None = None
     inference_params_class: type | None = None  # the config class of params:<name>_inference
     headline_metric: str | None = None  # the metric reports and bars lead with, e.g. "pair_f1"
     description: str = ""  # a paragraph for the report: what the model does and how it is judged
+    # Variants trained and evaluated side by side by the family's pipeline: name -> model config
+    # fields that override params:<name>.model. Empty: one model.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ({variant: Evaluation}, split) -> (the combined Evaluation for one report, flat metrics with the
+    # variant in their names); required with variants
+    compare: Callable[..., tuple[Evaluation, dict[str, float]]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # anything else a family's own code shares
+
+    @property
+    def corpus_prefix(self) -> str:
+        """Where the family's corpus datasets live: ``<corpus>`` or ``<name>_data.<corpus>``."""
+        return f"{self.name}_data.{self.corpus}" if self.world_params else self.corpus
+
+    def __post_init__(self) -> None:
+        if self.variants and self.compare is None:
+            raise ValueError(f"family {self.name!r} has variants but no compare function")

@@ -74,11 +74,18 @@ class StoryContinuationConfig:
     n_positions: int = 64
     max_sentence_tokens: int = 40  # bos and eos included
     edge_loss_weight: float = 1.0  # weight of the image-gradient L1 term
+    # pixels that change (between frames 4 and 5, or 3 and 4) weigh 1 + this in the L1 terms:
+    # objects cover a few percent of a frame, and the background would drown their gradient
+    change_weight: float = 0.0
     text_loss_weight: float = 1.0
     kl_weight: float = 0.01
-    # "warp": the head also predicts a displacement field that moves the 4th frame's pixels
-    # before the painted layer goes over them; "paint": the painted layer alone
-    decoder: str = "warp"
+    # "kernel": every output pixel is a mixture of three sources: the 4th frame moved by a
+    # per-pixel separable kernel (a displacement of up to kernel_radius px each way), the 1st
+    # frame (the background a moved object uncovers), and a painted RGB layer;
+    # "warp": a displacement field moves the 4th frame's pixels before a painted layer goes
+    # over them through a mask; "paint": the painted layer and mask alone
+    decoder: str = "kernel"
+    kernel_radius: int = 7
     lm_init_std: float = 0.02
     image_input: dict[str, Any] | None = None  # set by the training node from params:ingest
 
@@ -94,8 +101,10 @@ class StoryContinuationConfig:
             raise ValueError("vae needs use_images (the latent is the image path's)")
         if self.cross_modal and not self.use_images:
             raise ValueError("cross_modal needs use_images (text attends to visual features)")
-        if self.decoder not in ("warp", "paint"):
-            raise ValueError(f"decoder must be 'warp' or 'paint', got {self.decoder!r}")
+        if self.decoder not in ("kernel", "warp", "paint"):
+            raise ValueError(f"decoder must be 'kernel', 'warp' or 'paint', got {self.decoder!r}")
+        if self.kernel_radius < 1:
+            raise ValueError(f"kernel_radius must be >= 1, got {self.kernel_radius}")
         if self.state_tokens < 1:
             raise ValueError(f"state_tokens must be >= 1, got {self.state_tokens}")
         needed = self.prefix_tokens + self.max_sentence_tokens
@@ -170,12 +179,21 @@ class ImageUNet(nn.Module):
         self.up3 = _conv(c4 + c3, c3)  # at S/4
         self.up2 = _conv(c3 + c2, c2)  # at S/2
         self.up1 = _conv(c2 + c1, c1)  # at S
-        self.warp = config.decoder == "warp"
-        self.head = nn.Conv2d(c1, 6 if self.warp else 4, 3, padding=1)  # RGB layer + mask (+ displacement)
-        # Training starts from "copy the 4th frame": no displacement, a mask near 0.
+        self.decoder = config.decoder
+        self.radius = config.kernel_radius
+        k = 2 * self.radius + 1
+        # kernel: RGB + 3 source logits + x and y kernel logits; warp: RGB + mask + (dx, dy); paint: RGB + mask
+        outputs = {"kernel": 6 + 2 * k, "warp": 6, "paint": 4}[config.decoder]
+        self.head = nn.Conv2d(c1, outputs, 3, padding=1)
+        # Training starts from "copy the 4th frame": no displacement, the painted layer masked out.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        nn.init.constant_(self.head.bias[3], -4.0)
+        with torch.no_grad():
+            if config.decoder == "kernel":
+                self.head.bias[3] = 4.0  # source: the moved 4th frame
+                self.head.bias[6 + self.radius] = self.head.bias[6 + k + self.radius] = 4.0  # no shift
+            else:
+                self.head.bias[3] = -4.0  # mask near 0
         self.vae = config.vae
 
     def encode(self, frames: torch.Tensor, state: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
@@ -193,16 +211,23 @@ class ImageUNet(nn.Module):
             return [s1, s2, s3, s4], mean, logvar.clamp(-8.0, 8.0)
         return [s1, s2, s3, s4], latent, None
 
-    def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """Latent (B, Z, S/8, S/8) -> the 5th frame (B, 3, S, S) in [0, 1], painted over ``last``."""
+    def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Latent (B, Z, S/8, S/8) -> the 5th frame (B, 3, S, S) in [0, 1], made from ``last`` (the 4th
+        frame), ``first`` (the 1st) and a painted layer."""
         s1, s2, s3, s4 = skips
         x = self.from_latent(torch.cat([z, s4], dim=1))
         x = self.up3(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s3], dim=1))
         x = self.up2(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s2], dim=1))
         x = self.up1(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s1], dim=1))
         out = self.head(x)
-        rgb, mask = torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3:4])
-        if self.warp:
+        rgb = torch.sigmoid(out[:, :3])
+        if self.decoder == "kernel":
+            k = 2 * self.radius + 1
+            sources = out[:, 3:6].softmax(dim=1)  # (B, 3, S, S)
+            moved = separable_shift(last, out[:, 6:6 + k].softmax(dim=1), out[:, 6 + k:].softmax(dim=1))
+            return sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
+        mask = torch.sigmoid(out[:, 3:4])
+        if self.decoder == "warp":
             last = warp(last, out[:, 4:6])
         return mask * rgb + (1 - mask) * last
 
@@ -221,13 +246,47 @@ def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def edge_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 between the horizontal and vertical pixel differences of two image batches."""
+def separable_shift(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """Each output pixel p = sum over (i, j) of ky[i](p) kx[j](p) images(p + (j - r, i - r)).
+
+    images (B, C, S, S); kx, ky (B, K, S, S) with K = 2r + 1, each summing to 1 over K: a per-pixel
+    separable kernel, i.e. a displacement of up to r pixels each way (a one-hot pair is an exact
+    shift) or a blend of them. Outside the image reads the nearest edge pixel.
+    """
+    height, width = images.shape[-2:]
+    k = kx.shape[1]
+    r = k // 2
+    padded = F.pad(images, (r, r, r, r), mode="replicate")
+    weights_x = kx.permute(0, 2, 3, 1).unsqueeze(1)  # (B, 1, S, S, K)
+    out = None
+    for i in range(k):  # one vertical offset at a time: a (B, C, S, S, K) view, never the K x K patches
+        rows = padded[:, :, i:i + height].unfold(3, k, 1)  # (B, C, S, S, K): horizontal offsets
+        term = ky[:, i:i + 1] * (rows * weights_x).sum(dim=-1)
+        out = term if out is None else out + term
+    return out
+
+
+def weighted_l1(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error, each pixel weighted by ``weights`` (broadcast over channels) when given."""
+    error = (predicted - target).abs()
+    if weights is None:
+        return error.mean()
+    weights = weights.expand_as(error)
+    return (error * weights).sum() / weights.sum()
+
+
+def edge_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between the horizontal and vertical pixel differences of two image batches (weighted like
+    :func:`weighted_l1`, a difference taking the larger weight of its two pixels)."""
     def grads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
     (px, py), (tx, ty) = grads(predicted), grads(target)
-    return (px - tx).abs().mean() + (py - ty).abs().mean()
+    if weights is None:
+        return (px - tx).abs().mean() + (py - ty).abs().mean()
+    wx = torch.maximum(weights[..., :, 1:], weights[..., :, :-1])
+    wy = torch.maximum(weights[..., 1:, :], weights[..., :-1, :])
+    return weighted_l1(px, tx, wx) + weighted_l1(py, ty, wy)
 
 
 class StoryContinuation(nn.Module):
@@ -286,7 +345,7 @@ class StoryContinuation(nn.Module):
         out: dict[str, Any] = {"prefix": prefix, "state": state}
         if self.unet is not None:
             out["skips"], out["mean"], out["logvar"] = self.unet.encode(frames, state)
-            out["last"] = frames[:, -1]
+            out["last"], out["first"] = frames[:, -1], frames[:, 0]
         return out
 
     def predict_image(self, encoded: Mapping[str, Any], sample: bool = False,
@@ -298,7 +357,7 @@ class StoryContinuation(nn.Module):
         if sample and encoded["logvar"] is not None:
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             z = z + noise * torch.exp(0.5 * encoded["logvar"])
-        return self.unet.decode(encoded["skips"], z, encoded["last"])
+        return self.unet.decode(encoded["skips"], z, encoded["last"], encoded["first"])
 
     # -------------------------------------------------------------- text (the generation module's interface)
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -334,8 +393,13 @@ class StoryContinuation(nn.Module):
         parts = {"text_loss": float(text_loss.detach())}
         if image is not None:
             target = images[:, -1]
-            pixel = (image - target).abs().mean()
-            edges = edge_loss(image, target)
+            weights = None
+            if self.config.change_weight > 0:
+                changed = ((target - images[:, -2]).abs().amax(dim=1, keepdim=True) > 0.1) | (
+                    (images[:, -2] - images[:, -3]).abs().amax(dim=1, keepdim=True) > 0.1)
+                weights = 1.0 + self.config.change_weight * changed.to(image.dtype)  # (B, 1, S, S)
+            pixel = weighted_l1(image, target, weights)
+            edges = edge_loss(image, target, weights)
             loss = loss + pixel + self.config.edge_loss_weight * edges
             parts.update(image_l1=float(pixel.detach()), edge_loss=float(edges.detach()))
             if encoded["logvar"] is not None:

@@ -108,7 +108,9 @@ clearly above its controls, and above the baselines.</p>
 {% if headline %}<h3>Headline numbers</h3>{{ m.key_values(headline) }}{% endif %}
 
 <h2>Training curves</h2>
-{{ m.figure(loss_uri, "training and validation loss", "No loss history was recorded.") }}
+{% for curve in loss_curves %}{% if curve.label %}<div class="label">{{ curve.label }}</div>{% endif %}
+{{ m.figure(curve.uri, "training and validation loss", "No loss history was recorded.") }}
+{% endfor %}
 
 <h2>Samples ({{ split }})</h2>
 {% if samples %}<div class="grid">
@@ -252,7 +254,7 @@ def flatten_params(params: Mapping[str, Any], *, sep: str = ".", prefix: str = "
 
 def render_report(
     evaluation: Evaluation,
-    history: Sequence[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]],
     params: Mapping[str, Any],
     title: str,
     *,
@@ -266,7 +268,7 @@ def render_report(
     Args:
         evaluation: the harness's output: metrics per condition, samples, summary.
         history: training history rows ``{step, train_loss, val_loss, lr}`` (any may be
-            missing in a row).
+            missing in a row), or name -> such rows for several trained models (one curve each).
         params: the parameters of the run (nested dicts are flattened for display).
         title: page title.
         description: a paragraph on what the model does and how it is judged.
@@ -306,7 +308,12 @@ def render_report(
         )
     headline_keys = [key for key in evaluation.summary if "_margin/" in key or "perplexity_ratio/" in key]
     headline = {key: format_value(evaluation.summary[key]) for key in headline_keys}
-    loss_png = loss_curve_png(history, title="training and validation loss")
+    histories = history if isinstance(history, Mapping) else {"": history}
+    curves = []
+    for label, rows in histories.items():
+        png = loss_curve_png(rows, title=f"{label}: training and validation loss" if label else
+                             "training and validation loss")
+        curves.append({"label": label, "uri": png_data_uri(png) if png else None})
     table = evaluation.metrics.drop(columns=[c for c in ("kind",) if c in evaluation.metrics.columns])
     return render_page(
         "report.html",
@@ -319,7 +326,7 @@ def render_report(
         metrics=metrics_table(table),
         headline=headline,
         notes=list(getattr(evaluation, "notes", []) or []),
-        loss_uri=png_data_uri(loss_png) if loss_png else None,
+        loss_curves=curves,
         samples=samples,
         params=flatten_params(params),
     )

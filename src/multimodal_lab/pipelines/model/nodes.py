@@ -34,6 +34,7 @@ def train_model(
     ingest_params: dict[str, Any],
     *,
     family: str,
+    variant: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build the family's model from its config and train it with the shared loop.
 
@@ -48,6 +49,8 @@ def train_model(
             it becomes the model's ``image_input`` (saved with the model; inference
             makes its input the same way).
         family: the family's registry name.
+        variant: one of the family's variants: its switches override ``model_params``, and
+            its live metrics go to MLflow as ``<variant>/<metric>``.
 
     Returns:
         The trained model (best validation weights) and the training history.
@@ -64,6 +67,10 @@ def train_model(
                 f"{family} trains on the {spec.corpus} corpus, whose {split} split is empty in this run: no "
                 f"source gave accepted records for it (see data_summary and rejected_records)"
             )
+    if variant is not None:
+        if variant not in spec.variants:
+            raise ValueError(f"{family} has no variant {variant!r}; its variants are {sorted(spec.variants)}")
+        model_params = {**model_params, **spec.variants[variant]}
     model_config = from_params(spec.config_class, model_params, where=f"params:{family}.model")
     model_config = with_image_input(model_config, ingest_params, train_records, family)
     train_config = from_params(TrainConfig, train_params, where=f"params:{family}.train")
@@ -93,14 +100,15 @@ def train_model(
             raise ValueError(f"params:{family}.train.validation_records is set but {family} has no task metric; "
                              "set it to 0 and select on val_loss")
         validate = spec.validator(model, val_records, train_config.validation_records, train_config.seed)
-    result = train(model, train_set, val_set, collate, train_config, log_metrics=mlflow_metrics_logger(every=10),
-                   validate=validate)
+    logger = mlflow_metrics_logger(prefix=f"{variant}/" if variant else "", every=10)
+    result = train(model, train_set, val_set, collate, train_config, log_metrics=logger, validate=validate)
     if train_config.checkpoint_dir:
         # The finished model is saved (versioned) by the catalog; its resume points are
         # no longer needed.
         shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
     history = {
         "family": family,
+        "variant": variant,
         "steps": result.steps,
         "best_val_loss": result.best_val_loss,
         "select_metric": result.select_metric,
@@ -188,3 +196,31 @@ def report_model(evaluation, training: dict[str, Any], model_params: dict[str, A
     params = {"model": model_params, "train": train_params, "evaluation": eval_params}
     return render_report(evaluation, training["history"], params, title=f"{family}: {spec.title}",
                          description=spec.description)
+
+
+def compare_variants(*, family: str, split: str = "test", model_params: dict[str, Any], train_params: dict[str, Any],
+                     eval_params: dict[str, Any], **results: Any) -> tuple[dict[str, float], pd.DataFrame, list, str]:
+    """Put every variant's evaluation in one table and one report (the family's ``compare``).
+
+    Args:
+        results: ``evaluation__<variant>`` (the evaluate node's full evaluation) and
+            ``training__<variant>`` (the training history) of every variant.
+
+    Returns:
+        Flat metrics with the variant in their names (to MLflow and a versioned JSON), the
+        combined metrics table, the samples (JSON-safe) and the HTML report.
+    """
+    from multimodal_lab.evaluation.harness import samples_for_json
+    from multimodal_lab.reporting.html import render_report
+
+    spec = get_family(family)
+    evaluations = {name: results[f"evaluation__{name}"] for name in spec.variants}
+    histories = {name: results[f"training__{name}"]["history"] for name in spec.variants}
+    combined, flat = spec.compare(evaluations, split=split)
+    flat = {k: (float(v) if v == v else math.nan) for k, v in flat.items()}
+    log.info("%s comparison: %s", family, {k: round(v, 4) for k, v in flat.items() if "/control_" not in k})
+    params = {"model": model_params, "train": train_params, "evaluation": eval_params,
+              "variants": dict(spec.variants)}
+    report = render_report(combined, histories, params, title=f"{family}: {spec.title}",
+                           description=spec.description)
+    return flat, combined.metrics, samples_for_json(combined.samples), report

@@ -12,7 +12,7 @@ from kedro.pipeline import Pipeline, node
 
 from multimodal_lab.families import get_family
 
-from .nodes import evaluate_model, report_model, train_model
+from .nodes import compare_variants, evaluate_model, report_model, train_model
 
 
 def _bind(func, family: str, **kwargs):
@@ -31,7 +31,10 @@ def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
         family: the family's registry name.
         eval_split: the corpus split the evaluation reports on.
     """
-    corpus = get_family(family).corpus
+    spec = get_family(family)
+    corpus = spec.corpus_prefix
+    if spec.variants:
+        return _variants_pipeline(family, corpus, eval_split)
     template = Pipeline(
         [
             node(
@@ -66,3 +69,58 @@ def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
         parameters={"params:ingest": "params:ingest"},  # the shared ingest block, not the family's
         tags=family,
     )
+
+
+def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
+    """Each variant trained and evaluated under ``<family>.<variant>``, then one comparison.
+
+    The variants share the family's parameters (``params:<family>.model|train|evaluation``;
+    a variant overrides only its switches). Each variant's model and training history are
+    versioned (``<family>.<variant>.model``, ``.training``); its evaluation is passed in
+    memory to the comparison, which writes ``<family>.metrics`` (keys ``<variant>/<metric>``),
+    ``.metrics_table``, ``.samples`` and one ``.report``.
+    """
+    variants = list(get_family(family).variants)
+    parts = []
+    for variant in variants:
+        template = Pipeline(
+            [
+                node(
+                    _bind(train_model, family, variant=variant),
+                    ["train_records", "val_records", "tokenizer", "params:model", "params:train", "params:ingest"],
+                    ["model", "training"],
+                    name="train_model",
+                ),
+                node(
+                    _bind(evaluate_model, family, split=eval_split),
+                    ["model", "eval_records", "train_records", "params:evaluation"],
+                    ["evaluation", "variant_metrics", "variant_metrics_table", "variant_samples"],
+                    name="evaluate_model",
+                ),
+            ]
+        )
+        parts.append(Pipeline(
+            template,
+            namespace=f"{family}.{variant}",
+            inputs={
+                "train_records": f"{corpus}.train_records",
+                "val_records": f"{corpus}.val_records",
+                "eval_records": f"{corpus}.{eval_split}_records",
+                "tokenizer": f"{corpus}.tokenizer",
+            },
+            parameters={"params:model": f"params:{family}.model", "params:train": f"params:{family}.train",
+                        "params:evaluation": f"params:{family}.evaluation", "params:ingest": "params:ingest"},
+            tags=family,
+        ))
+    inputs = {f"evaluation__{v}": f"{family}.{v}.evaluation" for v in variants}
+    inputs.update({f"training__{v}": f"{family}.{v}.training" for v in variants})
+    inputs.update({"model_params": f"params:{family}.model", "train_params": f"params:{family}.train",
+                   "eval_params": f"params:{family}.evaluation"})
+    compare = node(
+        _bind(compare_variants, family, split=eval_split),
+        inputs,
+        [f"{family}.metrics", f"{family}.metrics_table", f"{family}.samples", f"{family}.report"],
+        name=f"{family}.compare_variants",
+        tags=family,
+    )
+    return sum(parts, Pipeline([])) + Pipeline([compare])

@@ -61,3 +61,41 @@ def create_pipeline(**kwargs) -> Pipeline:
         tags="data_preparation",
     )
     return split + sum((create_corpus_pipeline(name) for name in CORPORA), Pipeline([])) + ledger
+
+
+def create_world_pipeline(prefix: str, corpus: str, world_params: str) -> Pipeline:
+    """A data chain of one family's own: its scene world -> ingest -> split -> one corpus and tokenizer.
+
+    For a family that needs far more of one corpus than the shared preparation draws
+    (story_continuation's thousands of sequences), without the main job paying for it.
+    The same nodes as the shared chain (licence and image checks, dedup, the family-id
+    split, the corpus selection and tokenizer with ``params:<corpus>.corpus``), under
+    ``<prefix>.*`` dataset names: ``<prefix>.raw_records``, ``<prefix>.accepted_records``,
+    ``<prefix>.<corpus>.train_records``, ``<prefix>.<corpus>.tokenizer``...
+
+    Args:
+        prefix: dataset name prefix, e.g. ``story_continuation_data``.
+        corpus: the corpus namespace whose ``params:<corpus>.corpus`` block selects the records.
+        world_params: the parameter key of the scene-world config, e.g.
+            ``params:story_continuation.data.scene_world``.
+    """
+    from multimodal_lab.pipelines.ingest.nodes import ingest_records
+    from multimodal_lab.pipelines.sources.nodes import load_scene_world
+
+    out = f"{prefix}.{corpus}"
+    return Pipeline(
+        [
+            node(load_scene_world, world_params, f"{prefix}.raw_records", name=f"{prefix}.load_scene_world"),
+            node(ingest_records, [f"{prefix}.raw_records", "params:ingest"],
+                 [f"{prefix}.accepted_records", f"{prefix}.ingest_rejected_records", f"{prefix}.ingest_summary"],
+                 name=f"{prefix}.ingest_records"),
+            node(assign_record_splits, [f"{prefix}.accepted_records", "params:split"], f"{prefix}.record_splits",
+                 name=f"{prefix}.assign_splits"),
+            node(select_corpus, [f"{prefix}.accepted_records", f"{prefix}.record_splits", f"params:{corpus}.corpus"],
+                 [f"{out}.train_records", f"{out}.val_records", f"{out}.test_records", f"{out}.skipped_records"],
+                 name=f"{out}.select_corpus"),
+            node(build_tokenizer, [f"{out}.train_records", f"params:{corpus}.corpus"], f"{out}.tokenizer",
+                 name=f"{out}.build_tokenizer"),
+        ],
+        tags=[f"{prefix}"],
+    )

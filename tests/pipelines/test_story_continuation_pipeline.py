@@ -1,0 +1,71 @@
+"""story_continuation end to end in the test environment (tiny models): every variant, one comparison."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from project_copy import make_project_copy
+from project_copy import only_version as _only_version
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ("baseline", "cross_modal", "vae", "cross_modal_vae")
+
+
+@pytest.fixture(scope="module")
+def continuation_run(tmp_path_factory):
+    project = make_project_copy(tmp_path_factory.mktemp("continuation_run"))
+    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="test") as session:
+            session.run(pipeline_names=["story_continuation"])
+        yield project
+    finally:
+        os.chdir(cwd)
+        if uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+def test_metrics_have_every_variant_and_floor(continuation_run):
+    metrics = json.loads(_only_version(continuation_run / "data/08_reporting/story_continuation/metrics.json")
+                         .read_text())
+    for variant in VARIANTS:
+        for metric in ("image_mae", "perplexity", "position_error_px", "grounding_f1"):
+            assert math.isfinite(metrics[f"{variant}/{metric}"]), (variant, metric)
+        assert f"{variant}/control_deranged/image_mae" in metrics
+    for key in ("floor_copy_last/image_mae", "floor_mean_image/image_mae", "floor_mean_inputs/image_mae",
+                "floor_linear/image_mae", "floor_unigram/perplexity", "floor_text_only/perplexity",
+                "floor_copy_sentence/grounding_f1"):
+        assert math.isfinite(metrics[key]), key
+    # the floors do not depend on the model: copy-last's MAE is the 4th frame's distance to the 5th
+    assert 0.0 < metrics["floor_copy_last/image_mae"] < metrics["floor_mean_image/image_mae"]
+    # a vae variant reports the spread of its draws; a deterministic one has none
+    assert metrics["vae/sample_diversity"] >= 0.0 and math.isnan(metrics["baseline/sample_diversity"])
+
+
+def test_each_variant_is_versioned_and_trained_with_its_switches(continuation_run):
+    data = continuation_run / "data"
+    for variant, switches in {"baseline": (False, False), "cross_modal_vae": (True, True)}.items():
+        config = json.loads((_only_version(data / f"06_models/story_continuation.{variant}/model") / "config.json")
+                            .read_text())["story_continuation"]
+        assert (config["cross_modal"], config["vae"]) == switches
+        training = json.loads(_only_version(data / f"07_model_output/story_continuation.{variant}/training.json")
+                              .read_text())
+        assert training["variant"] == variant
+        assert training["history"][-1]["train_loss"] < training["history"][0]["train_loss"]
+    text_only = json.loads((_only_version(data / "06_models/story_continuation.text_only/model") / "config.json")
+                           .read_text())["story_continuation"]
+    assert text_only["use_images"] is False
+
+
+def test_one_report_compares_the_variants(continuation_run):
+    report = _only_version(continuation_run / "data/08_reporting/story_continuation/report.html").read_text()
+    for text in (*VARIANTS, "copy_last", "mean_image", "text_only", "unigram", "deranged",
+                 "Best variant per metric", "input frames 1-4", "<div class=\"label\">cross_modal_vae</div>"):
+        assert text in report, text
