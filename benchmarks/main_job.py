@@ -60,7 +60,26 @@ FAMILIES = {
                  ("deranged pair F1 <= 0.1", lambda m: m["control_deranged/pair_f1"] <= 0.1),
                  ("beam 5 >= greedy on CIDEr-D", lambda m: m["beam5/cider_d"] >= m["greedy/cider_d"])],
     },
+    "story_continuation": {
+        "wall_bar": 600,
+        "columns": {"best MAE": "best/image_mae", "copy MAE": "floor_copy_last/image_mae",
+                    "best pos px": "best/position_error_px", "copy pos px": "floor_copy_last/position_error_px",
+                    "best ppl": "best/perplexity", "text-only ppl": "floor_text_only/perplexity",
+                    "best F1": "best/grounding_f1"},
+        "bars": [("every variant beats copy-last and mean-image on MAE",
+                  lambda m: all(m[f"{v}/image_mae"] < min(m["floor_copy_last/image_mae"], m["floor_mean_image/image_mae"])
+                                for v in CONTINUATION_VARIANTS)),
+                 ("best MAE <= 0.5x copy-last", lambda m: m["best/image_mae"] <= 0.5 * m["floor_copy_last/image_mae"]),
+                 ("best position error <= 2 px", lambda m: m["best/position_error_px"] <= 2.0),
+                 ("every variant's perplexity below the unigram and text-only floors",
+                  lambda m: all(m[f"{v}/perplexity"] < min(m["floor_unigram/perplexity"], m["floor_text_only/perplexity"])
+                                for v in CONTINUATION_VARIANTS)),
+                 ("best grounding F1 >= 0.9", lambda m: m["best/grounding_f1"] >= 0.9)],
+    },
 }
+CONTINUATION_VARIANTS = ("baseline", "cross_modal", "vae", "cross_modal_vae")
+#: metric -> True when higher is better, for the "best/<metric>" figure over a family's variants
+BEST_DIRECTION = {"image_mae": False, "position_error_px": False, "perplexity": False, "grounding_f1": True}
 
 LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting")
@@ -150,15 +169,22 @@ def run_once(project: Path, seed: int, pipeline: str, log: Path, params: str = "
         raise RuntimeError(f"kedro run failed (exit {process.returncode}); see {log}")
     data = project / "data"
     metrics = json.loads(newest(data / f"08_reporting/{pipeline}/metrics.json").read_text())
-    training = json.loads(newest(data / f"07_model_output/{pipeline}/training.json").read_text())
-    train_seconds = float(training["train_seconds"])
+    # one training history per trained model: the family's, or each variant's (<family>.<variant>)
+    folders = sorted((data / "07_model_output").glob(f"{pipeline}.*")) or [data / f"07_model_output/{pipeline}"]
+    trainings = [json.loads(newest(folder / "training.json").read_text()) for folder in folders]
+    train_seconds = sum(float(t["train_seconds"]) for t in trainings)
+    steps = sum(int(t["steps"]) for t in trainings)
+    for metric, higher in BEST_DIRECTION.items():
+        values = [metrics[key] for key in (f"{v}/{metric}" for v in CONTINUATION_VARIANTS) if key in metrics]
+        if values:
+            metrics[f"best/{metric}"] = max(values) if higher else min(values)
     return {
         "seed": seed,
         "wall_s": wall,
         "train_s": train_seconds,
-        "steps": int(training["steps"]),
-        "steps_per_s": training["steps"] / train_seconds if train_seconds else float("nan"),
-        "best_step": training.get("best_step"),
+        "steps": steps,
+        "steps_per_s": steps / train_seconds if train_seconds else float("nan"),
+        "best_step": trainings[0].get("best_step") if len(trainings) == 1 else None,
         "peak_rss_gib": peak_rss / 2**30,
         "peak_pss_gib": peak_pss / 2**30,
         "metrics": metrics,

@@ -20,7 +20,7 @@ VARIANTS = {"baseline": {}, "cross_modal": {"cross_modal": True}, "vae": {"vae":
 
 def tiny(**overrides) -> StoryContinuationConfig:
     base = {"image_size": 16, "channels": [8, 8, 8, 16], "latent_channels": 4, "d_model": 16, "cross_heads": 4, "n_head": 2,
-                "n_layer": 1, "state_tokens": 2, "n_positions": 24, "max_sentence_tokens": 12}
+                "n_layer": 1, "state_tokens": 2, "n_positions": 32, "max_sentence_tokens": 12}
     return StoryContinuationConfig(**{**base, **overrides})
 
 
@@ -136,7 +136,7 @@ def test_the_fifth_sentence_is_decoded_by_the_shared_generation_module(tokenizer
     data = batch(vocab=len(tokenizer))
     with torch.no_grad():
         prefix = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])["prefix"]
-    assert prefix.shape == (3, 2 + 4, 16)
+    assert prefix.shape == (3, 2 + 4 + 6, 16)  # state vectors, one per input step, the 4th sentence's tokens
     for strategy in ("greedy", "beam"):
         texts = generate_from_prefix(model, prefix, GenerationSettings(max_new_tokens=5, strategy=strategy, num_beams=2))
         assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
@@ -149,7 +149,8 @@ def test_the_fifth_sentence_is_decoded_by_the_shared_generation_module(tokenizer
     ({"vae": True, "use_images": False}, "vae needs use_images"),
     ({"cross_modal": True, "use_images": False}, "cross_modal needs use_images"),
     ({"decoder": "magic"}, "decoder must be"),
-    ({"n_positions": 10}, "exceeds n_positions"),
+    ({"n_positions": 10}, "raise n_positions"),
+    ({"n_positions": 16, "context_sentence": False}, "raise n_positions"),
 ])
 def test_config_errors_say_what_to_change(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -162,3 +163,11 @@ def test_a_batch_of_the_wrong_length_is_refused(tokenizer):
     with pytest.raises(ValueError, match="5 frames"):
         model(images=data["images"][:, :4], input_ids=data["input_ids"][:, :4],
               attention_mask=data["attention_mask"][:, :4])
+
+
+def test_left_padding_moves_each_rows_padding_first():
+    from multimodal_lab.models.story_continuation import left_padded
+
+    ids = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert left_padded(ids, mask).tolist() == [[0, 0, 5, 6, 7], [5, 6, 7, 8, 9]]

@@ -149,7 +149,12 @@ def score_texts(texts: Sequence[str], truth: Sequence[set[Pair]], colours: Seque
 def motion_kinds_named(text: str) -> set[str]:
     """The motion kinds a sequence sentence names: ``move``, ``still``, ``grow``, ``shrink``,
     ``colour_cycle`` (read off the scene world's phrases for them)."""
-    from multimodal_lab.data.scene_text import GROW_PHRASES, MOVE_VERBS, SHRINK_PHRASES, STILL_PHRASES
+    from multimodal_lab.data.scene_text import (
+        GROW_PHRASES,
+        MOVE_VERBS,
+        SHRINK_PHRASES,
+        STILL_PHRASES,
+    )
 
     lowered = " ".join(_words(text))
     kinds = set()

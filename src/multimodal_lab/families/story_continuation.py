@@ -36,7 +36,11 @@ from multimodal_lab.evaluation.harness import (
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
 from multimodal_lab.generation.story import GenerationSettings, generate_from_prefix
-from multimodal_lab.models.story_continuation import INPUT_FRAMES, StoryContinuation, StoryContinuationConfig
+from multimodal_lab.models.story_continuation import (
+    INPUT_FRAMES,
+    StoryContinuation,
+    StoryContinuationConfig,
+)
 
 TEXT_COLUMN = "caption"
 FRAMES = INPUT_FRAMES + 1
@@ -55,6 +59,10 @@ IMAGE_METRICS = ("image_mae", "image_mse", "psnr", "ssim", "position_error_px", 
                  "size_accuracy", "colour_accuracy", "spread")
 TEXT_METRICS = ("perplexity", "grounding_f1", "exact_match")
 COLUMNS = (*IMAGE_METRICS, "sample_diversity", *TEXT_METRICS)
+DETECTOR_NOTE = (
+    "Object scores come from an exact palette detector (evaluation/frames.py): a missed object counts the image "
+    "side as its position error. spread: per-pixel standard deviation across the predictions (0 for one image "
+    "predicted for every input); sample_diversity: the same across a vae variant's draws for one input, averaged.")
 
 
 @dataclass
@@ -277,11 +285,7 @@ def evaluate_continuation(model: StoryContinuation, records: pd.DataFrame, setti
     metrics["num_records"] = float(n)
     samples = _samples(sequences, frames, runs, copied, settings.num_samples)
     return Evaluation(metrics=metrics, samples=samples, summary=summarize(metrics, split), conditions=conditions,
-                      split=split, notes=[
-                          "Object scores come from an exact palette detector (evaluation/frames.py): a missed object "
-                          "counts the image side as its position error. spread: per-pixel standard deviation across "
-                          "the predictions (0 for one image predicted for every input); sample_diversity: the same "
-                          "across a vae variant's draws for one input, averaged."])
+                      split=split, notes=[DETECTOR_NOTE])
 
 
 def _samples(sequences: Sequences, frames: np.ndarray, runs: Mapping[str, Mapping[str, Any]], copied: list[str],
@@ -385,7 +389,6 @@ def compare(evaluations: Mapping[str, Evaluation], split: str = "test") -> tuple
         sample["figures"] = [sample["figures"][0], *[{**f, "label": f"{first_name}: {f['label']}"}
                                                      for f in sample["figures"][1:2]], *sample["figures"][2:]]
         sample["outputs"].pop("model", None)
-    flat = {k: (v if v == v else math.nan) for k, v in flat.items()}
     notes = [*first.notes, _winners(metrics, list(evaluations))]
     combined = Evaluation(metrics=metrics, samples=samples, summary=flat, conditions=conditions, split=split,
                           notes=notes)

@@ -71,7 +71,10 @@ class StoryContinuationConfig:
     state_tokens: int = 4  # GPT-2 prefix vectors made from the sequence state (plus one per input step)
     n_layer: int = 2
     n_head: int = 4
-    n_positions: int = 64
+    n_positions: int = 96
+    # the decoder also reads the 4th sentence's own tokens (after the state vectors), so it can
+    # copy what carries over (most of a 5th sentence repeats the 4th's objects and verbs)
+    context_sentence: bool = True
     max_sentence_tokens: int = 40  # bos and eos included
     edge_loss_weight: float = 1.0  # weight of the image-gradient L1 term
     # pixels that change (between frames 4 and 5, or 3 and 4) weigh 1 + this in the L1 terms:
@@ -107,10 +110,11 @@ class StoryContinuationConfig:
             raise ValueError(f"kernel_radius must be >= 1, got {self.kernel_radius}")
         if self.state_tokens < 1:
             raise ValueError(f"state_tokens must be >= 1, got {self.state_tokens}")
-        needed = self.prefix_tokens + self.max_sentence_tokens
+        needed = self.prefix_tokens + self.max_sentence_tokens * (2 if self.context_sentence else 1)
         if needed > self.n_positions:
-            raise ValueError(f"prefix ({self.prefix_tokens}) + max_sentence_tokens ({self.max_sentence_tokens}) = "
-                             f"{needed} exceeds n_positions {self.n_positions}; raise n_positions")
+            raise ValueError(f"the prefix ({self.prefix_tokens} vectors{' + the 4th sentence' if self.context_sentence else ''}"
+                             f") and the 5th sentence need up to {needed} positions but n_positions is "
+                             f"{self.n_positions}; raise n_positions")
 
     @property
     def prefix_tokens(self) -> int:
@@ -246,6 +250,14 @@ def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def left_padded(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Right-padded rows (B, T) -> the same rows with their padding first, so every row's last
+    token sits at the end (the decoder then always reads a sentence that ends where it starts)."""
+    length = mask.sum(dim=1, keepdim=True)  # (B, 1)
+    index = (torch.arange(ids.shape[1], device=ids.device)[None] + length) % ids.shape[1]
+    return ids.gather(1, index)
+
+
 def separable_shift(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
     """Each output pixel p = sum over (i, j) of ky[i](p) kx[j](p) images(p + (j - r, i - r)).
 
@@ -253,7 +265,7 @@ def separable_shift(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) ->
     separable kernel, i.e. a displacement of up to r pixels each way (a one-hot pair is an exact
     shift) or a blend of them. Outside the image reads the nearest edge pixel.
     """
-    height, width = images.shape[-2:]
+    height = images.shape[-2]
     k = kx.shape[1]
     r = k // 2
     padded = F.pad(images, (r, r, r, r), mode="replicate")
@@ -340,8 +352,11 @@ class StoryContinuation(nn.Module):
         steps = self.fuse(torch.cat(parts, dim=-1)).unflatten(0, (batch, INPUT_FRAMES))  # (B, 4, D)
         outputs, hidden = self.sequence(steps)  # (B, 4, D), (1, B, D)
         state = hidden[0]
-        prefix = torch.cat([self.state_prefix(state).unflatten(1, (self.config.state_tokens, -1)),
-                            self.step_prefix(outputs)], dim=1)  # (B, k + 4, D)
+        parts = [self.state_prefix(state).unflatten(1, (self.config.state_tokens, -1)),
+                 self.step_prefix(outputs)]  # (B, k, D), (B, 4, D)
+        if self.config.context_sentence:
+            parts.append(self.embed_tokens(left_padded(input_ids[:, -1], attention_mask[:, -1])))  # (B, T, D)
+        prefix = torch.cat(parts, dim=1)  # (B, k + 4 [+ T], D)
         out: dict[str, Any] = {"prefix": prefix, "state": state}
         if self.unet is not None:
             out["skips"], out["mean"], out["logvar"] = self.unet.encode(frames, state)

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import pandas as pd
 
-from multimodal_lab.reporting.figures import image_data_uri, loss_curve_png, png_data_uri
+from multimodal_lab.reporting.figures import (
+    image_data_uri,
+    loss_curve_png,
+    png_data_uri,
+)
 
 if TYPE_CHECKING:  # import only for annotations: evaluation must not depend on reporting
     from multimodal_lab.evaluation.harness import Evaluation

@@ -217,7 +217,7 @@ def compare_variants(*, family: str, split: str = "test", model_params: dict[str
     evaluations = {name: results[f"evaluation__{name}"] for name in spec.variants}
     histories = {name: results[f"training__{name}"]["history"] for name in spec.variants}
     combined, flat = spec.compare(evaluations, split=split)
-    flat = {k: (float(v) if v == v else math.nan) for k, v in flat.items()}
+    flat = {k: float(v) for k, v in flat.items()}
     log.info("%s comparison: %s", family, {k: round(v, 4) for k, v in flat.items() if "/control_" not in k})
     params = {"model": model_params, "train": train_params, "evaluation": eval_params,
               "variants": dict(spec.variants)}
