@@ -87,3 +87,13 @@ def test_every_yaml_example_in_the_docs_loads_through_the_real_config_classes(pa
 
     merge(params, example)
     check_parameters(params)
+
+
+def test_a_family_world_block_is_checked_like_the_shared_one():
+    params = merged_parameters("base")
+    params["story_continuation"]["data"]["scene_world"]["n_sequencs"] = 10
+    with pytest.raises(ParameterError, match=r"'n_sequencs' \(did you mean 'n_sequences'\?\) in params:story_continuation\.data\.scene_world"):
+        check_parameters(params)
+    params["story_continuation"]["data"]["scene_world"].pop("n_sequencs")
+    params["story_continuation"]["data"]["scene_world"]["enabled"] = False  # a switch, as for sources.*
+    check_parameters(params)

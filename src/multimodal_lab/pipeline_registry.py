@@ -43,7 +43,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         else:
             pipes[name] = pipes["data_preparation"] + model
         default += model
-        if get_family(name).folder_inference is not None:
+        if spec.folder_inference is not None:
             pipes[f"{name}_inference"] = create_inference_pipeline(name)
     pipes["__default__"] = default
     return pipes

@@ -24,6 +24,34 @@ def _bind(func, family: str, **kwargs):
     return bound
 
 
+def _train_evaluate(family: str, eval_split: str, variant: str | None = None,
+                    evaluation_outputs: tuple[str, ...] = ("metrics", "metrics_table", "samples")) -> list:
+    """The train and evaluate nodes of one model (names local to its namespace)."""
+    return [
+        node(
+            _bind(train_model, family, **({"variant": variant} if variant else {})),
+            ["train_records", "val_records", "tokenizer", "params:model", "params:train", "params:ingest"],
+            ["model", "training"],
+            name="train_model",
+        ),
+        node(
+            _bind(evaluate_model, family, split=eval_split),
+            ["model", "eval_records", "train_records", "params:evaluation"],
+            ["evaluation", *evaluation_outputs],
+            name="evaluate_model",
+        ),
+    ]
+
+
+def _corpus_inputs(corpus: str, eval_split: str) -> dict[str, str]:
+    return {
+        "train_records": f"{corpus}.train_records",
+        "val_records": f"{corpus}.val_records",
+        "eval_records": f"{corpus}.{eval_split}_records",
+        "tokenizer": f"{corpus}.tokenizer",
+    }
+
+
 def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
     """The train -> evaluate -> report pipeline of one registered family.
 
@@ -32,40 +60,18 @@ def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
         eval_split: the corpus split the evaluation reports on.
     """
     spec = get_family(family)
-    corpus = spec.corpus_prefix
     if spec.variants:
-        return _variants_pipeline(family, corpus, eval_split)
-    template = Pipeline(
-        [
-            node(
-                _bind(train_model, family),
-                ["train_records", "val_records", "tokenizer", "params:model", "params:train", "params:ingest"],
-                ["model", "training"],
-                name="train_model",
-            ),
-            node(
-                _bind(evaluate_model, family, split=eval_split),
-                ["model", "eval_records", "train_records", "params:evaluation"],
-                ["evaluation", "metrics", "metrics_table", "samples"],
-                name="evaluate_model",
-            ),
-            node(
-                _bind(report_model, family),
-                ["evaluation", "training", "params:model", "params:train", "params:evaluation"],
-                "report",
-                name="report_model",
-            ),
-        ]
+        return _variants_pipeline(family, spec.corpus_prefix, eval_split)
+    report = node(
+        _bind(report_model, family),
+        ["evaluation", "training", "params:model", "params:train", "params:evaluation"],
+        "report",
+        name="report_model",
     )
     return Pipeline(
-        template,
+        Pipeline([*_train_evaluate(family, eval_split), report]),
         namespace=family,
-        inputs={
-            "train_records": f"{corpus}.train_records",
-            "val_records": f"{corpus}.val_records",
-            "eval_records": f"{corpus}.{eval_split}_records",
-            "tokenizer": f"{corpus}.tokenizer",
-        },
+        inputs=_corpus_inputs(spec.corpus_prefix, eval_split),
         parameters={"params:ingest": "params:ingest"},  # the shared ingest block, not the family's
         tags=family,
     )
@@ -81,37 +87,19 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
     ``.metrics_table``, ``.samples`` and one ``.report``.
     """
     variants = list(get_family(family).variants)
-    parts = []
-    for variant in variants:
-        template = Pipeline(
-            [
-                node(
-                    _bind(train_model, family, variant=variant),
-                    ["train_records", "val_records", "tokenizer", "params:model", "params:train", "params:ingest"],
-                    ["model", "training"],
-                    name="train_model",
-                ),
-                node(
-                    _bind(evaluate_model, family, split=eval_split),
-                    ["model", "eval_records", "train_records", "params:evaluation"],
-                    ["evaluation", "variant_metrics", "variant_metrics_table", "variant_samples"],
-                    name="evaluate_model",
-                ),
-            ]
-        )
-        parts.append(Pipeline(
-            template,
+    shared = {"params:model": f"params:{family}.model", "params:train": f"params:{family}.train",
+              "params:evaluation": f"params:{family}.evaluation", "params:ingest": "params:ingest"}
+    parts = [
+        Pipeline(
+            Pipeline(_train_evaluate(family, eval_split, variant,
+                                     ("variant_metrics", "variant_metrics_table", "variant_samples"))),
             namespace=f"{family}.{variant}",
-            inputs={
-                "train_records": f"{corpus}.train_records",
-                "val_records": f"{corpus}.val_records",
-                "eval_records": f"{corpus}.{eval_split}_records",
-                "tokenizer": f"{corpus}.tokenizer",
-            },
-            parameters={"params:model": f"params:{family}.model", "params:train": f"params:{family}.train",
-                        "params:evaluation": f"params:{family}.evaluation", "params:ingest": "params:ingest"},
+            inputs=_corpus_inputs(corpus, eval_split),
+            parameters=shared,
             tags=family,
-        ))
+        )
+        for variant in variants
+    ]
     inputs = {f"evaluation__{v}": f"{family}.{v}.evaluation" for v in variants}
     inputs.update({f"training__{v}": f"{family}.{v}.training" for v in variants})
     inputs.update({"model_params": f"params:{family}.model", "train_params": f"params:{family}.train",
