@@ -1,7 +1,10 @@
 """Throw-away copies of the Kedro project for session-level tests (imported by tests)."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +31,28 @@ def only_version(folder: Path) -> Path:
     assert len(versions) == 1, f"expected one version under {folder}, got {versions}"
     return versions[0] / folder.name
 
+
+
+@contextlib.contextmanager
+def project_runs(parent: Path, *runs: list[str], env: str = "test") -> Iterator[Path]:
+    """A project copy in which each of ``runs`` (a list of pipeline names) ran as one Kedro session.
+
+    The working directory is the copy and ``MLFLOW_TRACKING_URI`` is unset while the block
+    runs (each copy tracks into its own ``mlflow.db``); both come back afterwards.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = make_project_copy(parent)
+    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        for names in runs:
+            with KedroSession.create(project_path=project, env=env) as session:
+                session.run(pipeline_names=names)
+        yield project
+    finally:
+        os.chdir(cwd)
+        if uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-from project_copy import make_project_copy
 from project_copy import only_version as _only_version
+from project_copy import project_runs
 
 pytestmark = pytest.mark.slow
 
@@ -18,18 +15,8 @@ VARIANTS = ("baseline", "cross_modal", "vae", "cross_modal_vae")
 
 @pytest.fixture(scope="module")
 def continuation_run(tmp_path_factory):
-    project = make_project_copy(tmp_path_factory.mktemp("continuation_run"))
-    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, env="test") as session:
-            session.run(pipeline_names=["story_continuation"])
+    with project_runs(tmp_path_factory.mktemp("continuation_run"), ["story_continuation"]) as project:
         yield project
-    finally:
-        os.chdir(cwd)
-        if uri is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 def test_metrics_have_every_variant_and_floor(continuation_run):

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from PIL import Image
-from project_copy import make_project_copy
 from project_copy import only_version as _only_version
+from project_copy import project_runs
 
 pytestmark = pytest.mark.slow
 
@@ -20,24 +17,16 @@ REQUIRED_KEYS = ["test/bleu_4", "test/cider_d", "test/pair_f1", "greedy/cider_d"
 @pytest.fixture(scope="module")
 def caption_run(tmp_path_factory):
     """Run ``vit_captioner`` then its inference pipeline once in a throw-away project copy."""
-    project = make_project_copy(tmp_path_factory.mktemp("caption_run"))
-    images = project / "data/01_raw/inference_images"
-    images.mkdir(parents=True)
-    Image.new("RGB", (120, 80), (30, 60, 200)).save(images / "blue.png")
-    Image.new("LA", (50, 50), (200, 255)).save(images / "grey.png")
-    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.chdir(project)
-    try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, env="test") as session:
-            session.run(pipeline_names=["vit_captioner"])
+    with project_runs(tmp_path_factory.mktemp("caption_run"), ["vit_captioner"]) as project:
+        images = project / "data/01_raw/inference_images"
+        images.mkdir(parents=True)
+        Image.new("RGB", (120, 80), (30, 60, 200)).save(images / "blue.png")
+        Image.new("LA", (50, 50), (200, 255)).save(images / "grey.png")
+        from kedro.framework.session import KedroSession
+
         with KedroSession.create(project_path=project, env="test") as session:
             session.run(pipeline_names=["vit_captioner_inference"])
         yield project
-    finally:
-        os.chdir(cwd)
-        if uri is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 def test_metrics_table_has_every_decoding_control_and_baseline(caption_run):

@@ -44,12 +44,21 @@ def save_directory(model: nn.Module, directory: str | os.PathLike, payload: dict
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_config(directory: str | os.PathLike, what: str) -> dict[str, Any]:
-    """The ``config.json`` payload of a model directory (``what`` names the expected kind in errors)."""
+def read_config(directory: str | os.PathLike, what: str, newest_format: int | None = None) -> dict[str, Any]:
+    """The ``config.json`` payload of a model directory (``what`` names the expected kind in errors).
+
+    With ``newest_format``, a payload written in a newer format than this code reads is refused
+    (its ``format_version``; 1 when absent).
+    """
     source = Path(directory)
     if not (source / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{source} has no {CONFIG_FILE}; is it a {what} directory?")
-    return json.loads((source / CONFIG_FILE).read_text())
+    payload = json.loads((source / CONFIG_FILE).read_text())
+    version = int(payload.get("format_version", 1))
+    if newest_format is not None and version > newest_format:
+        raise ValueError(f"this model directory has format {version}, newer than this code reads "
+                         f"({newest_format}); upgrade multimodal_lab")
+    return payload
 
 
 def load_tokenizer(directory: str | os.PathLike):

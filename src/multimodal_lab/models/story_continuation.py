@@ -432,11 +432,7 @@ class StoryContinuation(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> StoryContinuation:
-        payload = read_config(directory, "StoryContinuation.save_pretrained")
-        version = int(payload.get("format_version", 1))
-        if version > FORMAT_VERSION:
-            raise ValueError(f"this model directory has format {version}, newer than this code reads "
-                             f"({FORMAT_VERSION}); upgrade multimodal_lab")
+        payload = read_config(directory, "StoryContinuation.save_pretrained", newest_format=FORMAT_VERSION)
         config = StoryContinuationConfig.from_dict(payload[FAMILY])
         lm = GPT2LMHeadModel(GPT2Config.from_dict(payload["lm_config"]))
         return load_weights(cls(config, load_tokenizer(directory), lm=lm), directory, map_location)

@@ -332,11 +332,7 @@ class ViTCaptioner(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> ViTCaptioner:
         """Load a model written by :meth:`save_pretrained` (no network access needed)."""
-        payload = read_config(directory, "ViTCaptioner.save_pretrained")
-        version = int(payload.get("format_version", 1))
-        if version > FORMAT_VERSION:
-            raise ValueError(f"this model directory has format {version}, newer than this code reads "
-                             f"({FORMAT_VERSION}); upgrade multimodal_lab")
+        payload = read_config(directory, "ViTCaptioner.save_pretrained", newest_format=FORMAT_VERSION)
         config = ViTCaptionerConfig.from_dict(payload[FAMILY])
         decoder = GPT2LMHeadModel(GPT2Config.from_dict(payload["decoder_config"]))
         model = cls(config, load_tokenizer(directory), decoder=decoder)
