@@ -231,6 +231,75 @@ class Captioner:
         return (captions, maps) if return_attention else captions
 
 
+class Continuer:
+    """A loaded story_continuation model: 4 frames and their sentences in, the 5th frame and sentence out.
+
+    Args:
+        model: a trained ``StoryContinuation`` (any variant).
+        device: where to run ("cpu", "cuda", ...); None picks CUDA when available.
+    """
+
+    def __init__(self, model, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+
+    def to(self, device: str | torch.device) -> Continuer:
+        """Move the model to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def continue_story(self, frames: Sequence[Image.Image], sentences: Sequence[str], samples: int = 0,
+                       seed: int = 0, settings: GenerationSettings | None = None) -> dict[str, Any]:
+        """The 5th frame and sentence of one sequence.
+
+        Args:
+            frames: the 4 input frames (PIL images, any size and mode: made the model's input
+                the way training images were).
+            sentences: the 4 sentences, one per frame.
+            samples: with a ``vae`` variant, this many more 5th frames drawn from the latent
+                (seeded by ``seed``: the same seed gives the same draws).
+            seed: seed of the draws.
+            settings: how the sentence is decoded (default: greedy).
+
+        Returns:
+            ``{"image": PIL image or None (text-only model), "sentence": str, "samples": [PIL images]}``.
+
+        Raises:
+            ValueError: not 4 frames and 4 sentences, or samples asked of a model without a latent.
+        """
+        from multimodal_lab.data.record_dataset import encode_texts, pad_texts
+        from multimodal_lab.generation.story import generate_from_prefix
+        from multimodal_lab.models.story_continuation import INPUT_FRAMES
+
+        frames, sentences = list(frames), [str(s) for s in sentences]
+        if len(frames) != INPUT_FRAMES or len(sentences) != INPUT_FRAMES:
+            raise ValueError(f"continue_story takes {INPUT_FRAMES} frames and {INPUT_FRAMES} sentences, got "
+                             f"{len(frames)} and {len(sentences)}")
+        if samples and not self.model.config.vae:
+            raise ValueError("samples need a vae variant (this model has no latent to draw from); use samples=0")
+        model = self.model
+        pixels = images_to_tensor(frames, model.image_input).unsqueeze(0).to(self.device)  # (1, 4, 3, S, S)
+        ids = encode_texts(sentences, model.tokenizer, model.config.max_sentence_tokens)
+        batch = pad_texts([torch.tensor(t) for t in ids], model.tokenizer.pad_token_id)
+        encoded = model.encode(pixels, batch["input_ids"].unsqueeze(0).to(self.device),
+                               batch["attention_mask"].unsqueeze(0).to(self.device))
+        limit = model.config.max_sentence_tokens - 1
+        settings = settings or GenerationSettings(max_new_tokens=limit)
+        sentence = generate_from_prefix(model, encoded["prefix"], settings)[0]
+        if model.unet is None:
+            return {"image": None, "sentence": sentence, "samples": []}
+
+        def to_pil(image: torch.Tensor) -> Image.Image:
+            array = image[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            return Image.fromarray(array)
+
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        draws = [to_pil(model.predict_image(encoded, sample=True, generator=generator)) for _ in range(samples)]
+        return {"image": to_pil(model.predict_image(encoded)), "sentence": sentence, "samples": draws}
+
+
 def _pil_batch(images: Image.Image | Sequence[Image.Image]) -> list[Image.Image]:
     batch = [images] if isinstance(images, Image.Image) else list(images)
     for index, image in enumerate(batch):

@@ -56,3 +56,34 @@ def test_one_report_compares_the_variants(continuation_run):
     for text in (*VARIANTS, "copy_last", "mean_image", "text_only", "unigram", "deranged",
                  "Best variant per metric", "input frames 1-4", "<div class=\"label\">cross_modal_vae</div>"):
         assert text in report, text
+
+
+def test_a_trained_variant_continues_a_test_sequence_through_load(continuation_run):
+    """``load`` gives any variant's model back as a Continuer: a 5th frame and sentence, seeded VAE draws,
+    clear errors for a wrong input, no image from the text-only floor."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from multimodal_lab.inference import Continuer, load
+
+    data = continuation_run / "data"
+    continuer = load(_only_version(data / "06_models/story_continuation.vae/model"), device="cpu")
+    assert isinstance(continuer, Continuer)
+    test = pd.read_parquet(_only_version(data / "05_model_input/story_continuation_data.sequence/test_records.parquet"))
+    group = test[test["group_id"] == test["group_id"].iloc[0]].sort_values("frame_index")
+    frames = [Image.open(io.BytesIO(b)) for b in group["image"].iloc[:4]]
+    sentences = group["caption"].iloc[:4].tolist()
+    out = continuer.continue_story(frames, sentences, samples=2, seed=3)
+    assert out["image"].size == (64, 64) and isinstance(out["sentence"], str) and len(out["samples"]) == 2
+    again = continuer.continue_story(frames, sentences, samples=2, seed=3)
+    assert [s.tobytes() for s in again["samples"]] == [s.tobytes() for s in out["samples"]]  # seeded draws
+    assert out["image"].tobytes() == again["image"].tobytes()
+    with pytest.raises(ValueError, match="4 frames and 4 sentences"):
+        continuer.continue_story(frames[:3], sentences)
+    baseline = load(_only_version(data / "06_models/story_continuation.baseline/model"), device="cpu")
+    with pytest.raises(ValueError, match="vae variant"):
+        baseline.continue_story(frames, sentences, samples=1)
+    text_only = load(_only_version(data / "06_models/story_continuation.text_only/model"), device="cpu")
+    assert text_only.continue_story(frames, sentences)["image"] is None

@@ -29,7 +29,6 @@ from multimodal_lab.evaluation.harness import (
     EvalSettings,
     Evaluation,
     evaluation_mode,
-    json_safe,
     seeded_derangement,
     summarize,
 )
@@ -414,8 +413,10 @@ def _winners(metrics: pd.DataFrame, variants: list[str]) -> str:
     return "Best variant per metric: " + "; ".join(parts) + "." if parts else ""
 
 
-def samples_json(evaluation: Evaluation) -> list[dict[str, Any]]:
-    return [json_safe({k: v for k, v in s.items() if k not in ("images", "figures")}) for s in evaluation.samples]
+def inference(model: StoryContinuation):
+    from multimodal_lab.inference import Continuer
+
+    return Continuer(model)
 
 
 FAMILY = register_family(
@@ -431,6 +432,7 @@ FAMILY = register_family(
         evaluate=evaluate_continuation,
         eval_settings_class=ContinuationEvalSettings,
         validator=validator,
+        inference=inference,
         headline_metric="image_mae",
         description=(
             "Given 4 frames of a scene-world sequence and their sentences, the model predicts the 5th frame "
