@@ -54,7 +54,8 @@ def test_each_variant_is_versioned_and_trained_with_its_switches(continuation_ru
 def test_one_report_compares_the_variants(continuation_run):
     report = _only_version(continuation_run / "data/08_reporting/story_continuation/report.html").read_text()
     for text in (*VARIANTS, "copy_last", "mean_image", "text_only", "unigram", "deranged",
-                 "Best variant per metric", "input frames 1-4", "<div class=\"label\">cross_modal_vae</div>"):
+                 "Best variant per metric", "input frames 1-4", "<div class=\"label\">cross_modal_vae</div>",
+                 "vae: predicted 5th frame (mean), then draws", "baseline: predicted 5th frame"):
         assert text in report, text
 
 

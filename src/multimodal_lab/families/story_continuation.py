@@ -313,22 +313,6 @@ def _samples(sequences: Sequences, frames: np.ndarray, runs: Mapping[str, Mappin
     return samples
 
 
-def validator(model: StoryContinuation, records: pd.DataFrame, count: int, seed: int):
-    """Image MAE and position error of the mean prediction on a fixed subset of validation sequences:
-    ``val_image_mae``, ``val_position_error_px`` (lower is better; select on ``val_loss`` by default)."""
-    def validate(current: StoryContinuation) -> dict[str, float]:
-        device = next(current.parameters()).device
-        sequences = load_sequences(current, records, count, seed)
-        settings = ContinuationEvalSettings(batch_size=64, vae_samples=0)
-        run = _run_model(current, sequences, settings, device)
-        true = sequences.frames_uint8[:, -1]
-        scores = _image_row(run["images"], sequences, true)
-        return {"val_image_mae": scores["image_mae"], "val_position_error_px": scores["position_error_px"],
-                "val_perplexity": run["perplexity"]}
-
-    return validate
-
-
 # ----------------------------------------------------------------------------- the variants, compared
 
 def compare(evaluations: Mapping[str, Evaluation], split: str = "test") -> tuple[Evaluation, dict[str, float]]:
@@ -376,18 +360,14 @@ def compare(evaluations: Mapping[str, Evaluation], split: str = "test") -> tuple
                            "description": "the same text path trained without images (perplexity and sentences)"})
         flat.update({f"floor_text_only/{k}": float(v) for k, v in kept.items()})
     metrics = pd.DataFrame(rows, columns=["condition", "kind", *COLUMNS, "num_records"])
-    samples = [dict(sample) for sample in first.samples]
-    for variant, evaluation in list(evaluations.items()):
+    # One card per sequence: the inputs and the true 5th frame once, then every variant's frame and sentence.
+    samples = [{**sample, "figures": list(sample["figures"][:1]),
+                "outputs": {"copy_sentence": sample["outputs"].get("copy_sentence", "")}} for sample in first.samples]
+    named = {**evaluations, **({"text_only": text_only} if text_only is not None else {})}
+    for variant, evaluation in named.items():
         for sample, theirs in zip(samples, evaluation.samples):
-            sample["outputs"] = {**sample.get("outputs", {}), variant: theirs["outputs"]["model"]}
-            if evaluation is not first:
-                sample["figures"] = [*sample["figures"], *[{**f, "label": f"{variant}: {f['label']}"}
-                                                            for f in theirs["figures"][1:]]]
-    first_name = next(iter(evaluations))
-    for sample in samples:
-        sample["figures"] = [sample["figures"][0], *[{**f, "label": f"{first_name}: {f['label']}"}
-                                                     for f in sample["figures"][1:2]], *sample["figures"][2:]]
-        sample["outputs"].pop("model", None)
+            sample["outputs"][variant] = theirs["outputs"]["model"]
+            sample["figures"] += [{**f, "label": f"{variant}: {f['label']}"} for f in theirs["figures"][1:]]
     notes = [*first.notes, _winners(metrics, list(evaluations))]
     combined = Evaluation(metrics=metrics, samples=samples, summary=flat, conditions=conditions, split=split,
                           notes=notes)
@@ -431,7 +411,6 @@ FAMILY = register_family(
         training_data=training_data,
         evaluate=evaluate_continuation,
         eval_settings_class=ContinuationEvalSettings,
-        validator=validator,
         inference=inference,
         headline_metric="image_mae",
         description=(

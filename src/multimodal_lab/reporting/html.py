@@ -121,7 +121,7 @@ clearly above its controls, and above the baselines.</p>
 {% for s in samples %}
 <div class="card{% if s.others or s.figures %} wide{% endif %}">
 {% for uri in s.image_uris %}<img src="{{ uri }}" alt="input image {{ loop.index }} of {{ s.record_id }}">{% endfor %}
-<div class="label">model</div><p class="story">{{ s.output }}</p>
+{% if s.output %}<div class="label">model</div><p class="story">{{ s.output }}</p>{% endif %}
 {% if s.note %}<div class="pairs">{{ s.note }}</div>{% endif %}
 {% if s.alternatives %}<div class="label">beam alternatives (best first)</div><ol class="story">
 {% for a in s.alternatives %}<li>{{ a }}</li>{% endfor %}</ol>{% endif %}

@@ -222,5 +222,5 @@ def compare_variants(*, family: str, split: str = "test", model_params: dict[str
     params = {"model": model_params, "train": train_params, "evaluation": eval_params,
               "variants": dict(spec.variants)}
     report = render_report(combined, histories, params, title=f"{family}: {spec.title}",
-                           description=spec.description)
+                           description=spec.description, samples_with_controls=len(combined.samples))
     return flat, combined.metrics, samples_for_json(combined.samples), report
