@@ -171,3 +171,17 @@ def test_left_padding_moves_each_rows_padding_first():
     ids = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]])
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     assert left_padded(ids, mask).tolist() == [[0, 0, 5, 6, 7], [5, 6, 7, 8, 9]]
+
+
+def test_a_one_hot_separable_kernel_is_an_exact_shift():
+    from multimodal_lab.models.story_continuation import separable_shift
+
+    images = torch.rand(2, 3, 9, 9)
+    k = 5  # radius 2
+    kx, ky = torch.zeros(2, k, 9, 9), torch.zeros(2, k, 9, 9)
+    kx[:, 2 + 2] = 1.0  # read 2 px to the right ...
+    ky[:, 2 - 1] = 1.0  # ... and 1 px up
+    shifted = separable_shift(images, kx, ky)
+    torch.testing.assert_close(shifted[..., 1:, :7], images[..., :8, 2:])  # away from the replicated edges
+    uniform = separable_shift(images, torch.full((2, k, 9, 9), 0.2), torch.full((2, k, 9, 9), 0.2))
+    torch.testing.assert_close(uniform[..., 4, 4], images[..., 2:7, 2:7].mean(dim=(-1, -2)))  # a 5x5 box blur
