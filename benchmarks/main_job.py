@@ -40,6 +40,10 @@ from pathlib import Path
 
 import psutil
 
+# which way each metric is better, for the "best/<metric>" figure over a family's variants
+from multimodal_lab.families.story_continuation import DIRECTION as BEST_DIRECTION
+from multimodal_lab.families.story_continuation import VARIANTS
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Per family: the figures printed (column -> metrics key) and the bars checked on every seed.
 FAMILIES = {
@@ -77,9 +81,8 @@ FAMILIES = {
                  ("best grounding F1 >= 0.9", lambda m: m["best/grounding_f1"] >= 0.9)],
     },
 }
-CONTINUATION_VARIANTS = ("baseline", "cross_modal", "vae", "cross_modal_vae")
-#: metric -> True when higher is better, for the "best/<metric>" figure over a family's variants
-BEST_DIRECTION = {"image_mae": False, "position_error_px": False, "perplexity": False, "grounding_f1": True}
+#: story_continuation's image variants (the text-only floor aside)
+CONTINUATION_VARIANTS = tuple(VARIANTS)
 
 LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting")

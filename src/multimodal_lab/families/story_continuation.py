@@ -197,7 +197,7 @@ def _run_model(model: StoryContinuation, sequences: Sequences, settings: Continu
     """Predicted frames, sentences, perplexity (and VAE draws) for every sequence.
 
     ``order``: for the deranged control, the sequence whose 4 input frames each row reads
-    (its own sentences stay).
+    (its own sentences stay); the control draws no VAE samples (they describe the model alone).
     """
     from multimodal_lab.evaluation.text import perplexity, sequence_nll
 
@@ -216,7 +216,7 @@ def _run_model(model: StoryContinuation, sequences: Sequences, settings: Continu
         texts.extend(generate_from_prefix(model, encoded["prefix"], settings.generation))
         if model.unet is not None:
             images.append(_to_uint8(model.predict_image(encoded)))
-            if model.config.vae and settings.vae_samples > 0:
+            if model.config.vae and settings.vae_samples > 0 and order is None:
                 generator = torch.Generator(device=device).manual_seed(settings.seed * 1_000_003 + start)
                 draws.append(np.stack([_to_uint8(model.predict_image(encoded, sample=True, generator=generator))
                                        for _ in range(settings.vae_samples)], axis=1))  # (b, k, S, S, 3)
@@ -248,7 +248,9 @@ def evaluate_continuation(model: StoryContinuation, records: pd.DataFrame, setti
         n = len(sequences.ids)
         own = _run_model(model, sequences, settings, device)
         runs = {"model": own}
-        perm = seeded_derangement(n, settings.seed) if n >= 2 and "deranged" in settings.controls else None
+        # A model without image input (the text-only floor) is its own deranged control: not run twice.
+        deranged = n >= 2 and "deranged" in settings.controls and model.config.use_images
+        perm = seeded_derangement(n, settings.seed) if deranged else None
         if perm is not None:
             runs["deranged"] = _run_model(model, sequences, settings, device, order=perm)
         train = load_sequences(model, train_records, settings.baseline_records, settings.seed)
