@@ -190,3 +190,53 @@ def test_emphasis_changes_the_caption_loss(tokenizer):
     a, b = plain(images, **batch), emphasised(images, **batch)
     assert torch.equal(a.logits, b.logits) and a.num_targets == b.num_targets
     assert not torch.isclose(a.loss, b.loss)
+
+
+def test_factored_pair_scores_are_the_product_of_colour_and_shape(tokenizer):
+    torch.manual_seed(0)
+    model = ViTCaptioner(tiny_config(object_loss_weight=1.0, object_pairs="factored"), tokenizer)
+    colours, shapes = len(model.config.object_colours), len(model.config.object_shapes)
+    assert model.object_head.out_features == colours + shapes  # no per-pair classes to learn
+    features = torch.randn(2, 5, 32)
+    scores = model.object_scores(features)
+    assert scores.shape == (2, 5, colours + shapes + colours * shapes)
+    p = torch.sigmoid(scores)
+    pair = p[..., colours + shapes:].reshape(2, 5, colours, shapes)
+    expected = p[..., :colours, None] * p[..., None, colours:colours + shapes]
+    assert torch.allclose(pair, expected, atol=1e-5)  # P(red star) = P(red) x P(star) on the same token
+    joint = ViTCaptioner(tiny_config(object_loss_weight=1.0), tokenizer)
+    assert joint.object_head.out_features == colours + shapes + colours * shapes
+    with pytest.raises(ValueError, match="object_pairs must be"):
+        tiny_config(object_loss_weight=1.0, object_pairs="both")
+
+
+def test_object_tokens_carry_the_heads_likeliest_pairs(tokenizer):
+    torch.manual_seed(0)
+    model = ViTCaptioner(tiny_config(object_loss_weight=1.0, object_pairs="factored", object_tokens=2), tokenizer)
+    colours, shapes = model.config.object_colours, model.config.object_shapes
+    with torch.no_grad():  # a head that reads "red" off feature 0, "star" off 1, "blue" off 2, "ring" off 3
+        model.object_head.weight.zero_()
+        model.object_head.bias.fill_(-10.0)
+        for unit, index in ((0, colours.index("red")), (2, colours.index("blue"))):
+            model.object_head.weight[index, unit] = 20.0
+        for unit, index in ((1, len(colours) + shapes.index("star")), (3, len(colours) + shapes.index("ring"))):
+            model.object_head.weight[index, unit] = 20.0
+    features = torch.zeros(1, 16, 32)
+    features[0, 5, :2] = 1.0  # a red star on image token 5
+    features[0, 9, 2:4] = 1.0  # a blue ring on image token 9
+    memory = model._with_objects(features)
+    assert memory.shape == (1, 2 + 16, 32)  # the object tokens, then the image tokens
+    expected = {colours.index("red") * len(shapes) + shapes.index("star"): 5,
+                colours.index("blue") * len(shapes) + shapes.index("ring"): 9}
+    for k in range(2):
+        pair = next(p for p, at in expected.items()
+                    if torch.allclose(memory[0, k], features[0, at] + model.pair_embedding.weight[p]
+                                      + model.presence, atol=1e-3))
+        expected.pop(pair)  # each object token is one of the two objects, located where it is
+    assert not expected
+    assert torch.equal(memory[0, 2:], features[0])
+    images = torch.rand(2, 3, 16, 16)
+    maps = model.cross_attention_maps(model.encode(images), torch.tensor([[4, 5, 6], [4, 5, 6]]))
+    assert maps.shape[-1] == 16  # the maps stay over the image's patches
+    with pytest.raises(ValueError, match="needs object_loss_weight > 0"):
+        tiny_config(object_tokens=3)

@@ -68,11 +68,19 @@ class ViTCaptionerConfig:
     # weight of the object loss (0 = off; see forward): which (colour, shape) pairs the image shows,
     # read off the training captions and predicted from the image tokens
     object_loss_weight: float = 0.0
+    # how the head scores a (colour, shape) pair on a token: "joint" = a class of its own per pair;
+    # "factored" = P(colour) x P(shape) of the same token, so a pair is bound by the token that
+    # shows both and only C + S per-token answers are learned
+    object_pairs: str = "joint"
     object_colours: list[str] = field(default_factory=list)  # its colour words (scene-world colours when empty)
     object_shapes: list[str] = field(default_factory=list)  # its shape words (scene-world shapes when empty)
     # hand the object head's (colour, shape) answers to the decoder too: each image token gains a
     # learned embedding of its pair probabilities (needs the object loss)
     object_features: bool = False
+    # k object tokens read before the patches: the object head's k most likely (colour, shape)
+    # pairs for the image, each a learned embedding of its pair, scaled by how sure the head is,
+    # plus the image token where it is strongest (needs the object loss); 0 = none
+    object_tokens: int = 0
     emphasis_words: list[str] = field(default_factory=list)  # words whose tokens weigh emphasis_weight in the loss
     emphasis_weight: float = 1.0  # loss weight of those tokens (1 = plain cross-entropy)
 
@@ -99,6 +107,12 @@ class ViTCaptionerConfig:
 
             self.object_colours = list(self.object_colours or COLOURS)
             self.object_shapes = list(self.object_shapes or SHAPES)
+        if self.object_pairs not in ("joint", "factored"):
+            raise ValueError(f"object_pairs must be 'joint' or 'factored', got {self.object_pairs!r}")
+        if self.object_tokens < 0:
+            raise ValueError(f"object_tokens must be >= 0, got {self.object_tokens}")
+        if self.object_tokens and self.object_loss_weight <= 0:
+            raise ValueError("object_tokens reads the object head, which needs object_loss_weight > 0")
         if self.object_features and self.object_loss_weight <= 0:
             raise ValueError("object_features reads the object head, which needs object_loss_weight > 0")
         check_emphasis(self.emphasis_words, self.emphasis_weight)
@@ -171,12 +185,18 @@ class ViTCaptioner(nn.Module):
         self.object_head = None
         if config.object_loss_weight > 0:
             colours, shapes = len(config.object_colours), len(config.object_shapes)
-            self.object_head = nn.Linear(self.encoder.out_dim, colours + shapes + colours * shapes)
+            classes = colours + shapes + (colours * shapes if config.object_pairs == "joint" else 0)
+            self.object_head = nn.Linear(self.encoder.out_dim, classes)
         self.object_embedding = None
         if config.object_features:
             pairs = len(config.object_colours) * len(config.object_shapes)
             self.object_embedding = nn.Linear(pairs, config.n_embd, bias=False)
             nn.init.zeros_(self.object_embedding.weight)  # starts as the plain encoder
+        self.pair_embedding = self.presence = None
+        if config.object_tokens > 0:
+            pairs = len(config.object_colours) * len(config.object_shapes)
+            self.pair_embedding = nn.Embedding(pairs, config.n_embd)
+            self.presence = nn.Parameter(torch.randn(config.n_embd) * 0.02)
         self.register_buffer("loss_weights", emphasis_weights(self.tokenizer, config.emphasis_words,
                                                               config.emphasis_weight), persistent=False)
 
@@ -190,13 +210,41 @@ class ViTCaptioner(nn.Module):
         return self._with_objects(self.encoder.forward_features(images))
 
     def _with_objects(self, features: torch.Tensor) -> torch.Tensor:
-        """Encoder tokens (B, N, D) -> the decoder's memory (B, N, D): the same unless object_features."""
-        if self.object_embedding is None:
-            return features
+        """Encoder tokens (B, N, D) -> the decoder's memory (B, k + N, D): the k object tokens
+        (``object_tokens``, none by default), then the image tokens, each with its object features
+        when ``object_features``."""
         colours, shapes = len(self.config.object_colours), len(self.config.object_shapes)
-        pairs = self.object_head(features)[..., colours + shapes:]  # (B, N, C*S) pair logits per token
-        # each token also says, in one learned vector, which (colour, shape) pairs it shows
-        return features + self.object_embedding(torch.sigmoid(pairs))
+        pairs = self.object_scores(features)[..., colours + shapes:] if self.object_head is not None else None
+        objects = self._object_tokens(features, pairs) if self.pair_embedding is not None else None
+        if self.object_embedding is not None:
+            # each token also says, in one learned vector, which (colour, shape) pairs it shows
+            features = features + self.object_embedding(torch.sigmoid(pairs))  # pairs: (B, N, C*S) logits
+        if objects is not None:
+            features = torch.cat([objects, features], dim=1)  # (B, k + N, D)
+        return features
+
+    def object_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-token logits (B, N, C + S + C*S) of the object head: colours, shapes, then pairs
+        (colour-major); a factored pair's logit is that of P(colour) x P(shape) at the token."""
+        scores = self.object_head(features)
+        if self.config.object_pairs == "joint":
+            return scores
+        colours = len(self.config.object_colours)
+        log_colour = F.logsigmoid(scores[..., :colours])  # (B, N, C)
+        log_shape = F.logsigmoid(scores[..., colours:])  # (B, N, S)
+        log_pair = (log_colour[..., :, None] + log_shape[..., None, :]).flatten(-2)  # (B, N, C*S)
+        log_pair = log_pair.clamp(max=-1e-6)
+        pair_logit = log_pair - torch.log(-torch.expm1(log_pair))  # log p - log(1 - p)
+        return torch.cat([scores, pair_logit], dim=-1)
+
+    def _object_tokens(self, features: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """The head's k likeliest pairs as tokens (B, k, D), likeliest first."""
+        best, where = pairs.max(dim=1)  # (B, C*S): each pair's strongest token and its logit
+        logit, pair = best.topk(self.config.object_tokens, dim=1)  # (B, k)
+        at = where.gather(1, pair)  # (B, k): the image token of each chosen pair
+        located = features.gather(1, at[..., None].expand(-1, -1, features.shape[-1]))  # (B, k, D)
+        sure = torch.sigmoid(logit)[..., None]  # (B, k, 1)
+        return located + sure * (self.pair_embedding(pair) + self.presence)
 
     def text_logits(self, features: torch.Tensor, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
@@ -250,7 +298,7 @@ class ViTCaptioner(nn.Module):
         present[rows, colour] = 1.0
         present[rows, colours + shape] = 1.0
         present[rows, colours + shapes + colour * shapes + shape] = 1.0
-        scores = self.object_head(features[known].float()).amax(dim=1)  # (B', C + S + C*S): best token per class
+        scores = self.object_scores(features[known].float()).amax(dim=1)  # (B', C + S + C*S): best token per class
         # Summed over classes: each class is one yes/no question about the image.
         return F.binary_cross_entropy_with_logits(scores, present, reduction="sum") / targets.shape[0]
 
@@ -302,7 +350,8 @@ class ViTCaptioner(nn.Module):
             caption_ids: generated ids after bos (B, L), padded with pad after eos.
 
         Returns:
-            (layers, B, L, N): row t is the attention of the step that *produced* token t.
+            (layers, B, L, N): row t is the attention of the step that *produced* token t, over
+            the N image tokens (the weight on object tokens, when there are any, is left out).
         """
         bos = torch.full((caption_ids.shape[0], 1), self.tokenizer.bos_token_id, dtype=torch.long,
                          device=caption_ids.device)
@@ -313,7 +362,8 @@ class ViTCaptioner(nn.Module):
         try:
             out = self.decoder(input_ids=ids, attention_mask=torch.ones_like(ids),
                                encoder_hidden_states=features.to(self.decoder.dtype), output_attentions=True)
-            maps = torch.stack([layer.mean(dim=1) for layer in out.cross_attentions])  # (layers, B, L, N)
+            maps = torch.stack([layer.mean(dim=1) for layer in out.cross_attentions])  # (layers, B, L, k + N)
+            maps = maps[..., -self.num_image_tokens:]  # (layers, B, L, N)
         finally:
             self.decoder.set_attn_implementation(kernel)
             self.train(was_training)
