@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64, help="test images captioned by both")
     parser.add_argument("--beams", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=39)
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="beam ranking exponent (0: the evaluated setting; 1: transformers' default)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batched call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     pixels = torch.from_numpy(decode_all(world["image"].tolist(), model.image_input))
     with torch.no_grad():
         features = model.encode(arrays_to_tensor(pixels))
-    settings = GenerationSettings(strategy="beam", num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+    settings = GenerationSettings(strategy="beam", num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                                  length_penalty=args.length_penalty)
     eos = model.tokenizer.eos_token_id
 
     def batched() -> list[list[int]]:
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     def naive() -> list[list[int]]:
-        return naive_caption_ids(model, features, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+        return naive_caption_ids(model, features, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                                 length_penalty=args.length_penalty)
 
     times = {"batched": [], "naive": []}
     results = {}

@@ -62,6 +62,7 @@ class CaptionInferenceParams:
     images_dir: str  # the folder of images (read directly inside it, sorted by name)
     batch_size: int = 32  # images captioned together
     num_beams: int = 5  # 1 = greedy search
+    length_penalty: float = 0.0  # beam ranking: log-probability / length ** length_penalty
     attention_maps: bool = True  # draw where each word looked on the page
 
     def __post_init__(self) -> None:
@@ -194,7 +195,7 @@ class Captioner:
 
     @torch.no_grad()
     def caption(self, images: Image.Image | Sequence[Image.Image], num_beams: int = 5, max_new_tokens: int | None = None,
-                return_attention: bool = False) -> list[str] | tuple[list[str], list[dict[str, Any]]]:
+                return_attention: bool = False, length_penalty: float = 0.0) -> list[str] | tuple[list[str], list[dict[str, Any]]]:
         """Write one caption per image.
 
         Args:
@@ -204,6 +205,8 @@ class Captioner:
             return_attention: also return, per image, ``{"words": [...], "maps": array
                 (words, g, g)}``: where each generated word looked (cross-attention over the
                 g x g patch grid, averaged over heads and layers).
+            length_penalty: beams are ranked by log-probability / length ** length_penalty
+                (0, the evaluated setting: plain log-probability).
 
         Returns:
             The captions in input order (and the attention maps when asked).
@@ -215,7 +218,7 @@ class Captioner:
             raise ValueError(f"num_beams must be >= 1, got {num_beams}")
         limit = self.model.config.max_caption_tokens - 1
         settings = GenerationSettings(strategy="beam" if num_beams > 1 else "greedy", num_beams=max(num_beams, 2),
-                                      max_new_tokens=min(max_new_tokens or limit, limit))
+                                      max_new_tokens=min(max_new_tokens or limit, limit), length_penalty=length_penalty)
         captions: list[str] = []
         maps: list[dict[str, Any]] = []
         for start in range(0, len(batch), self.batch_size):

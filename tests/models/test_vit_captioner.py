@@ -106,17 +106,19 @@ def test_object_loss_needs_pairs_and_trains_the_encoder(tokenizer):
     assert model.object_head.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("num_beams", [2, 4])
-def test_batched_beam_search_equals_the_naive_algorithm(tokenizer, num_beams):
+@pytest.mark.parametrize(("num_beams", "length_penalty"), [(2, 1.0), (4, 1.0), (4, 0.0)])
+def test_batched_beam_search_equals_the_naive_algorithm(tokenizer, num_beams, length_penalty):
     torch.manual_seed(1)
     model = ViTCaptioner(tiny_config(), tokenizer).eval()
     with torch.no_grad():  # sharper distributions than at initialisation, so beams really differ
         for parameter in model.decoder.parameters():
             parameter.mul_(4.0)
     features = model.encode(torch.rand(6, 3, 16, 16))
-    settings = GenerationSettings(strategy="beam", num_beams=num_beams, max_new_tokens=12)
+    settings = GenerationSettings(strategy="beam", num_beams=num_beams, max_new_tokens=12,
+                                  length_penalty=length_penalty)
     batched = model.generate_ids(features, settings)
-    naive = naive_caption_ids(model, features, num_beams=num_beams, max_new_tokens=12)
+    naive = naive_caption_ids(model, features, num_beams=num_beams, max_new_tokens=12,
+                              length_penalty=length_penalty)
     pad = tokenizer.pad_token_id
     for row, expected in enumerate(naive):
         got = batched[row].tolist()

@@ -86,7 +86,7 @@ class CaptionEvalSettings(EvalSettings):
     controls: list[str] = field(default_factory=lambda: ["deranged", "blind"])
     baselines: list[str] = field(default_factory=lambda: ["nearest"])
     generation: GenerationSettings = field(
-        default_factory=lambda: GenerationSettings(strategy="beam", num_beams=5, max_new_tokens=39))
+        default_factory=lambda: GenerationSettings(strategy="beam", num_beams=5, max_new_tokens=39, length_penalty=0.0))
     decodings: dict = field(default_factory=_default_decodings)
     attention_samples: int = 4  # samples whose every word is shown with its cross-attention map
     beam_alternatives: int = 3  # beam hypotheses shown per sample (the best first)
@@ -269,9 +269,11 @@ def folder_inference(model: ViTCaptioner, named: list, settings) -> tuple[list[d
     images = [image for _, image in named]
     captioner = Captioner(model, batch_size=settings.batch_size)
     if settings.attention_maps:
-        captions, maps = captioner.caption(images, num_beams=settings.num_beams, return_attention=True)
+        captions, maps = captioner.caption(images, num_beams=settings.num_beams, return_attention=True,
+                                          length_penalty=settings.length_penalty)
     else:
-        captions, maps = captioner.caption(images, num_beams=settings.num_beams), [None] * len(images)
+        captions, maps = captioner.caption(images, num_beams=settings.num_beams,
+                                           length_penalty=settings.length_penalty), [None] * len(images)
     items = []
     for (name, image), caption, attention in zip(named, captions, maps):
         item = {"name": name, "image": image, "text": caption}

@@ -74,12 +74,14 @@ def naive_beam_search(step_log_probs: StepFn, bos: int, eos: int, num_beams: int
     return [tokens[1:] for tokens, _ in finished[:num_return_sequences]]
 
 
-def naive_caption_ids(model, features: torch.Tensor, num_beams: int, max_new_tokens: int) -> list[list[int]]:
+def naive_caption_ids(model, features: torch.Tensor, num_beams: int, max_new_tokens: int,
+                      length_penalty: float = 1.0) -> list[list[int]]:
     """The best beam of each image of a captioner, one image and one beam at a time, no cache.
 
     Args:
         model: a ``ViTCaptioner`` in eval mode.
         features: image tokens (B, N, D).
+        length_penalty: as in :func:`naive_beam_search`.
     """
     tokenizer = model.tokenizer
     out = []
@@ -93,5 +95,5 @@ def naive_caption_ids(model, features: torch.Tensor, num_beams: int, max_new_tok
                 return torch.log_softmax(logits[0, -1].float(), dim=-1)
 
             out.append(naive_beam_search(step, tokenizer.bos_token_id, tokenizer.eos_token_id, num_beams,
-                                         max_new_tokens)[0])
+                                         max_new_tokens, length_penalty=length_penalty)[0])
     return out

@@ -31,6 +31,9 @@ class GenerationSettings:
     top_p: float = 1.0  # nucleus mass kept when sampling (1.0 = all)
     repetition_penalty: float = 1.0  # > 1 discourages repeating tokens
     num_beams: int = 4  # beams for strategy "beam"
+    # beam search ranks finished hypotheses by log-probability / length ** length_penalty:
+    # 0 = plain log-probability (favours short texts), 1 = per-token mean (transformers' default)
+    length_penalty: float = 1.0
     seed: int = 0  # sampling seed: the same seed gives the same stories
     decoder: str = "auto"  # "auto": greedy GPT-2 through the lean loop (same tokens); "generate": always generate()
 
@@ -65,7 +68,8 @@ def generate_kwargs(settings: GenerationSettings) -> dict:
     if settings.strategy == "greedy":
         kwargs.update(do_sample=False, num_beams=1)
     elif settings.strategy == "beam":
-        kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True)
+        kwargs.update(do_sample=False, num_beams=settings.num_beams, early_stopping=True,
+                      length_penalty=settings.length_penalty)
     else:
         kwargs.update(do_sample=True, num_beams=1, temperature=settings.temperature,
                       top_k=settings.top_k if settings.top_k > 0 else None, top_p=settings.top_p)
