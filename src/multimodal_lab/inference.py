@@ -72,6 +72,81 @@ class CaptionInferenceParams:
             raise ValueError(f"batch_size and num_beams must be >= 1, got {self.batch_size}, {self.num_beams}")
 
 
+@dataclass
+class ContinuationInferenceParams:
+    """5th frames and sentences for a folder of the user's sequences (``params:story_continuation_inference``)."""
+
+    sequences_dir: str  # a folder of sequence folders: 4 images + sentences.json each (read_sequence_folder)
+    samples: int = 0  # vae variants: this many more 5th frames drawn per sequence
+    seed: int = 0  # seed of the draws: the same seed gives the same frames
+    generation: GenerationSettings | None = None  # how the sentence is decoded (None: greedy up to the model's limit)
+
+    def __post_init__(self) -> None:
+        if not self.sequences_dir:
+            raise ValueError("sequences_dir must name a folder of sequence folders")
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
+        if isinstance(self.generation, Mapping):
+            self.generation = GenerationSettings(**self.generation)
+
+
+SENTENCES_FILE = "sentences.json"
+
+
+def read_sequence_folder(path: str | os.PathLike) -> list[tuple[str, list[Image.Image], list[str]]]:
+    """Read a folder of sequences: one sub-folder per sequence, sorted by name.
+
+    Each sequence folder holds its 4 frames as images (in file-name order) and
+    ``sentences.json``, a JSON list of the 4 frames' sentences in the same order. Hidden
+    files and folders are ignored.
+
+    Returns:
+        ``(sequence name, 4 PIL images, 4 sentences)`` per sequence.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: the folder is missing or a file.
+        ValueError: no sequence folder, or a sequence without exactly 4 readable images and a
+            sidecar of 4 sentences (the message names the sequence and what to fix).
+    """
+    import json
+
+    from multimodal_lab.models.story_continuation import INPUT_FRAMES
+
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"sequence folder {folder} does not exist; pass a directory of sequence folders")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; pass a directory of sequence folders")
+    sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not sequences:
+        raise ValueError(f"{folder} holds no sequence folder; put each sequence's {INPUT_FRAMES} images and "
+                         f"{SENTENCES_FILE} in a folder of its own inside it")
+    out = []
+    for sequence in sequences:
+        sidecar = sequence / SENTENCES_FILE
+        if not sidecar.is_file():
+            raise ValueError(f"sequence {sequence.name}: no {SENTENCES_FILE}; write the {INPUT_FRAMES} sentences "
+                             f"as a JSON list, one per frame in file-name order")
+        try:
+            sentences = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} is not valid JSON ({exc})") from exc
+        if (not isinstance(sentences, list) or len(sentences) != INPUT_FRAMES
+                or not all(isinstance(t, str) for t in sentences)):
+            raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} must be a JSON list of {INPUT_FRAMES} "
+                             f"strings, got {sentences!r:.120}")
+        files = [p for p in sequence.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != SENTENCES_FILE]
+        try:
+            frames = [image for _, image in load_image_folder(sequence)] if files else []
+        except ValueError:
+            frames = []
+        if len(frames) != INPUT_FRAMES or len(files) != INPUT_FRAMES:
+            raise ValueError(f"sequence {sequence.name}: needs exactly {INPUT_FRAMES} readable images besides "
+                             f"{SENTENCES_FILE}, found {len(frames)} readable of {len(files)} file(s)")
+        out.append((sequence.name, frames, sentences))
+    return out
+
+
 def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> Any:
     """Load any family's saved model directory and return that family's inference API.
 

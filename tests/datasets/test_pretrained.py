@@ -53,3 +53,27 @@ def test_clear_errors(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(DatasetError, match="cannot import model_class 'nope.Missing'"):
         bad.load()
+
+
+def test_png_folder_dataset_versions_a_folder_of_images(tmp_path):
+    from kedro.io.core import DatasetError, Version
+    from PIL import Image
+
+    from multimodal_lab.datasets import PNGFolderDataset
+
+    red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (4, 6), (0, 0, 255))
+    first = PNGFolderDataset(filepath=str(tmp_path / "images"), version=Version(None, "2026-01-01T00.00.00.000Z"))
+    first.save({"a.png": red, "b.png": blue})
+    second = PNGFolderDataset(filepath=str(tmp_path / "images"), version=Version(None, "2026-01-02T00.00.00.000Z"))
+    second.save({"a.png": blue})
+    latest = PNGFolderDataset(filepath=str(tmp_path / "images"), version=Version(None, None)).load()
+    assert list(latest) == ["a.png"] and latest["a.png"].size == (4, 6)  # the newest version, whole
+    pinned = PNGFolderDataset(filepath=str(tmp_path / "images"), version=Version("2026-01-01T00.00.00.000Z", None))
+    loaded = pinned.load()
+    assert sorted(loaded) == ["a.png", "b.png"] and loaded["a.png"].getpixel((0, 0)) == (255, 0, 0)
+    assert not list((tmp_path / "images").glob("*/.*tmp*"))  # nothing half-written left behind
+    bad = PNGFolderDataset(filepath=str(tmp_path / "bad"), version=Version(None, "2026-01-03T00.00.00.000Z"))
+    with pytest.raises(DatasetError, match="plain file name ending in .png"):
+        bad.save({"../escape.png": red})
+    with pytest.raises(DatasetError, match="expected a PIL image"):
+        bad.save({"x.png": b"bytes"})

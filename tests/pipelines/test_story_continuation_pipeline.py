@@ -13,10 +13,55 @@ pytestmark = pytest.mark.slow
 VARIANTS = ("baseline", "cross_modal", "vae", "cross_modal_vae")
 
 
+def _write_sequence(folder, colours, sentences):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, colour in enumerate(colours):
+        Image.new("RGB", (80, 80), colour).save(folder / f"frame{i}.png")
+    (folder / "sentences.json").write_text(json.dumps(sentences))
+
+
+SENTENCES = ["A red ring sits in the meadow.", "The red ring moves right.", "The red ring moves right.",
+             "The red ring moves right."]
+
+
 @pytest.fixture(scope="module")
 def continuation_run(tmp_path_factory):
+    """Train and compare every variant, then continue two sequences of the user's folder."""
     with project_runs(tmp_path_factory.mktemp("continuation_run"), ["story_continuation"]) as project:
+        sequences = project / "data/01_raw/inference_sequences"
+        _write_sequence(sequences / "b_dark", [(10, 10, 10)] * 4, SENTENCES)
+        _write_sequence(sequences / "a_bright", [(250, 200, 90), (240, 190, 80), (230, 180, 70), (220, 170, 60)],
+                        SENTENCES)
+        from kedro.framework.session import KedroSession
+
+        with KedroSession.create(project_path=project, env="test",
+                                 runtime_params={"story_continuation_inference": {"samples": 2}}) as session:
+            session.run(pipeline_names=["story_continuation_inference"])
         yield project
+
+
+def test_inference_pipeline_writes_frames_sentences_and_a_page(continuation_run):
+    data = continuation_run / "data"
+    rows = json.loads(_only_version(data / "07_model_output/story_continuation_inference/outputs.json").read_text())
+    assert [r["sequence"] for r in rows] == ["a_bright", "b_dark"]  # sorted by folder name
+    assert all(r["sentences"] == SENTENCES and isinstance(r["sentence"], str) for r in rows)
+    images = _only_version(data / "07_model_output/story_continuation_inference/images")
+    from PIL import Image
+
+    size = json.loads((_only_version(data / "06_models/story_continuation.cross_modal_vae/model") / "config.json")
+                      .read_text())["story_continuation"]["image_size"]
+    for row in rows:
+        assert row["frame"] == f"{row['sequence']}.png" and len(row["samples"]) == 2  # the vae variant draws
+        for name in (row["frame"], *row["samples"]):
+            with Image.open(images / name) as image:
+                assert image.size == (size, size) and image.mode == "RGB"
+    with Image.open(images / "a_bright.png") as bright, Image.open(images / "b_dark.png") as dark:
+        # the prediction follows the frames it was given: a bright sequence stays brighter
+        assert sum(bright.convert("L").getdata()) > sum(dark.convert("L").getdata())
+    page = _only_version(data / "08_reporting/story_continuation_inference/page.html").read_text()
+    assert "a_bright" in page and "b_dark" in page and "the predicted 5th" in page and "2 drawn 5th frames" in page
 
 
 def test_metrics_have_every_variant_and_floor(continuation_run):

@@ -30,6 +30,18 @@ def _import_class(class_path: str) -> type:
         raise DatasetError(f"cannot import model_class '{class_path}': {exc}") from exc
 
 
+def write_directory(final: Path, write: Any) -> None:
+    """``write(staging)`` fills a temporary sibling of ``final``, which is then renamed into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(staging)
+        staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 class PretrainedDirDataset(AbstractVersionedDataset[Any, Any]):
     """Saves ``obj.save_pretrained(dir)`` and loads ``model_class.from_pretrained(dir)``.
 
@@ -80,15 +92,7 @@ class PretrainedDirDataset(AbstractVersionedDataset[Any, Any]):
                 f"{type(data).__name__} has no save_pretrained(); PretrainedDirDataset "
                 "stores tokenizers and models only"
             )
-        final = Path(self._get_save_path())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            data.save_pretrained(str(staging), **self._save_args)
-            staging.rename(final)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        write_directory(Path(self._get_save_path()), lambda staging: data.save_pretrained(str(staging), **self._save_args))
         self._clear_version_cache()
 
     def _exists(self) -> bool:

@@ -48,6 +48,14 @@ class ModelFamily:
     # (model, [(file name, PIL image)], params:<name>_inference dict) -> (JSON-safe rows, HTML page):
     # what the family writes for a folder of the user's images; None = no folder inference
     folder_inference: Callable[[nn.Module, list, dict[str, Any]], tuple[list[dict[str, Any]], str]] | None = None
+    # (params:<name>_inference settings) -> the items folder_inference takes; None = the
+    # (file name, PIL image) pairs of the folder settings.images_dir
+    folder_reader: Callable[[Any], list] | None = None
+    # True: folder_inference also returns {file name: PIL image}, written as versioned PNGs
+    # (``<name>_inference.images``)
+    folder_images: bool = False
+    # with variants: the variant whose newest model the folder inference reads (<name>.<variant>.model)
+    inference_variant: str | None = None
     # The parameter key of a scene world of the family's own (e.g. "params:story_continuation.data.scene_world"):
     # its pipeline then prepares the corpus from it (``<name>_data.<corpus>.*``) instead of running the
     # shared data preparation. None: the shared corpus.
@@ -71,3 +79,6 @@ class ModelFamily:
     def __post_init__(self) -> None:
         if self.variants and self.compare is None:
             raise ValueError(f"family {self.name!r} has variants but no compare function")
+        if self.inference_variant is not None and self.inference_variant not in self.variants:
+            raise ValueError(f"family {self.name!r}: inference_variant {self.inference_variant!r} is not one of "
+                             f"its variants {sorted(self.variants)}")

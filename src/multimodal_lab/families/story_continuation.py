@@ -395,6 +395,54 @@ def _winners(metrics: pd.DataFrame, variants: list[str]) -> str:
     return "Best variant per metric: " + "; ".join(parts) + "." if parts else ""
 
 
+def folder_inference(model: StoryContinuation, sequences: list, settings) -> tuple[list[dict], str, dict]:
+    """The 5th frame and sentence of each ``(name, 4 frames, 4 sentences)`` sequence.
+
+    Returns JSON rows (the sequence, its sentences, the predicted sentence and the PNG file
+    names), the HTML page and the predicted frames as ``{file name: PIL image}``.
+    """
+    from multimodal_lab.inference import Continuer, render_stories_html
+
+    continuer = Continuer(model)
+    samples = settings.samples if model.config.vae else 0
+    rows, items, images = [], [], {}
+    for name, frames, sentences in sequences:
+        result = continuer.continue_story(frames, sentences, samples=samples, seed=settings.seed,
+                                          settings=settings.generation)
+        row = {"sequence": name, "sentences": sentences, "sentence": result["sentence"], "frame": None,
+               "samples": []}
+        inputs = [np.asarray(f.convert("RGB").resize(2 * (model.config.image_size,))) for f in frames]
+        strip = [*inputs]
+        if result["image"] is not None:
+            row["frame"] = f"{name}.png"
+            images[row["frame"]] = result["image"]
+            strip.append(np.asarray(result["image"]))
+        for k, sample in enumerate(result["samples"]):
+            row["samples"].append(f"{name}_sample{k}.png")
+            images[row["samples"][-1]] = sample
+            strip.append(np.asarray(sample))
+        rows.append(row)
+        shown = result["image"] if result["image"] is not None else frames[-1]
+        label = "frames 1-4" + (", the predicted 5th" if result["image"] is not None else "") + (
+            f", {len(result['samples'])} drawn 5th frames" if result["samples"] else "")
+        items.append({"name": name, "image": shown, "figure": strip_png(strip), "figure_label": label,
+                      "text": " / ".join(sentences) + " -> " + result["sentence"]})
+    page = render_stories_html(items, title="Story continuations")
+    return rows, page, images
+
+
+def _inference_params() -> type:
+    from multimodal_lab.inference import ContinuationInferenceParams
+
+    return ContinuationInferenceParams
+
+
+def _read_sequences(settings) -> list:
+    from multimodal_lab.inference import read_sequence_folder
+
+    return read_sequence_folder(settings.sequences_dir)
+
+
 def inference(model: StoryContinuation):
     from multimodal_lab.inference import Continuer
 
@@ -414,6 +462,11 @@ FAMILY = register_family(
         evaluate=evaluate_continuation,
         eval_settings_class=ContinuationEvalSettings,
         inference=inference,
+        folder_inference=folder_inference,
+        folder_reader=_read_sequences,
+        folder_images=True,
+        inference_variant="cross_modal_vae",  # every switch on: the 5th frame, its sentence and drawn samples
+        inference_params_class=_inference_params(),
         headline_metric="image_mae",
         description=(
             "Given 4 frames of a scene-world sequence and their sentences, the model predicts the 5th frame "

@@ -7,13 +7,21 @@ from .nodes import infer_folder
 
 
 def create_inference_pipeline(family: str) -> Pipeline:
-    """The inference pipeline of one family (outputs ``<family>_inference.outputs`` and ``.page``)."""
+    """The inference pipeline of one family (outputs ``<family>_inference.outputs`` and ``.page``,
+    and ``.images`` for a family that writes images)."""
+    from multimodal_lab.families import get_family
+
+    spec = get_family(family)
+    model = f"{family}.{spec.inference_variant}.model" if spec.inference_variant else f"{family}.model"
+    outputs = [f"{family}_inference.outputs", f"{family}_inference.page"]
+    if spec.folder_images:
+        outputs.append(f"{family}_inference.images")
     return Pipeline(
         [
             node(
                 _bind(infer_folder, family),
-                [f"{family}.model", f"params:{family}_inference"],
-                [f"{family}_inference.outputs", f"{family}_inference.page"],
+                [model, f"params:{family}_inference"],
+                outputs,
                 name=f"{family}_infer_folder",
             )
         ],
