@@ -45,9 +45,10 @@ class ModelFamily:
     validator: Callable[[nn.Module, pd.DataFrame, int, int], Callable[[nn.Module], dict[str, float]]] | None = None
     # model -> the family's inference API object (e.g. StoryTeller); None = none yet
     inference: Callable[[nn.Module], Any] | None = None
-    # (model, [(file name, PIL image)], params:<name>_inference dict) -> (JSON-safe rows, HTML page):
-    # what the family writes for a folder of the user's images; None = no folder inference
-    folder_inference: Callable[[nn.Module, list, dict[str, Any]], tuple[list[dict[str, Any]], str]] | None = None
+    # (model, [(file name, PIL image)], params:<name>_inference settings) -> (JSON-safe rows, HTML page),
+    # plus {file name: PIL image} with folder_images: what the family writes for a folder of the
+    # user's items; None = no folder inference
+    folder_inference: Callable[[nn.Module, list, Any], tuple] | None = None
     # (params:<name>_inference settings) -> the items folder_inference takes; None = the
     # (file name, PIL image) pairs of the folder settings.images_dir
     folder_reader: Callable[[Any], list] | None = None

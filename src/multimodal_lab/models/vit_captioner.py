@@ -213,12 +213,14 @@ class ViTCaptioner(nn.Module):
         """Encoder tokens (B, N, D) -> the decoder's memory (B, k + N, D): the k object tokens
         (``object_tokens``, none by default), then the image tokens, each with its object features
         when ``object_features``."""
+        if self.object_embedding is None and self.pair_embedding is None:
+            return features
         colours, shapes = len(self.config.object_colours), len(self.config.object_shapes)
-        pairs = self.object_scores(features)[..., colours + shapes:] if self.object_head is not None else None
+        pairs = self.object_scores(features)[..., colours + shapes:]  # (B, N, C*S) pair logits per token
         objects = self._object_tokens(features, pairs) if self.pair_embedding is not None else None
         if self.object_embedding is not None:
             # each token also says, in one learned vector, which (colour, shape) pairs it shows
-            features = features + self.object_embedding(torch.sigmoid(pairs))  # pairs: (B, N, C*S) logits
+            features = features + self.object_embedding(torch.sigmoid(pairs))
         if objects is not None:
             features = torch.cat([objects, features], dim=1)  # (B, k + N, D)
         return features
