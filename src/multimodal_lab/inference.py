@@ -93,23 +93,66 @@ class ContinuationInferenceParams:
 SENTENCES_FILE = "sentences.json"
 
 
-def read_sequence_folder(path: str | os.PathLike) -> list[tuple[str, list[Image.Image], list[str]]]:
-    """Read a folder of sequences: one sub-folder per sequence, sorted by name.
+@dataclass(frozen=True)
+class UserSequence:
+    """One sequence of the user's folder, as :func:`read_sequence_folder` reads it."""
 
-    Each sequence folder holds its 4 frames as images (in file-name order) and
-    ``sentences.json``, a JSON list of the 4 frames' sentences in the same order. Hidden
-    files and folders are ignored.
+    name: str  # the sequence folder's name
+    files: list[str]  # the frames' file names, in the order the model reads them
+    frames: list[Image.Image]  # the 4 frames, as read (any size and mode; EXIF orientation applied)
+    sentences: list[str]  # one per frame, in the same order
 
-    Returns:
-        ``(sequence name, 4 PIL images, 4 sentences)`` per sequence.
 
-    Raises:
-        FileNotFoundError / NotADirectoryError: the folder is missing or a file.
-        ValueError: no sequence folder, or a sequence without exactly 4 readable images and a
-            sidecar of 4 sentences (the message names the sequence and what to fix).
-    """
+def _read_sentences(sequence: Path, count: int) -> list[str]:
     import json
 
+    sidecar = sequence / SENTENCES_FILE
+    if not sidecar.is_file():
+        raise ValueError(f"sequence {sequence.name}: no {SENTENCES_FILE}; write its {count} sentences there as a "
+                         f"JSON list, one per frame in file-name order")
+    try:
+        sentences = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} is not valid UTF-8 JSON ({exc}); write a "
+                         f"JSON list of {count} strings") from exc
+    if not isinstance(sentences, list) or not all(isinstance(t, str) for t in sentences):
+        raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} must be a JSON list of {count} strings, "
+                         f"got {sentences!r:.120}")
+    if len(sentences) != count:
+        raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} holds {len(sentences)} sentence(s); it needs "
+                         f"exactly {count}, one per frame in file-name order")
+    return sentences
+
+
+def read_sequence_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> list[UserSequence]:
+    """Read a folder of the user's sequences: one sub-folder per sequence, in name order.
+
+    Layout::
+
+        <path>/
+          <sequence>/
+            1.png 2.png 3.png 4.png   # the 4 frames, in file-name order (any size and mode)
+            sentences.json            # a JSON list of the 4 frames' sentences, in the same order
+
+    Every file of a sequence folder other than ``sentences.json`` is one of its frames;
+    hidden files and folders (".DS_Store") are ignored everywhere, and so are loose files
+    directly in ``path``. Frames are opened with the same byte and pixel limits as ingest.
+
+    Args:
+        path: the folder of sequence folders.
+        max_bytes: largest frame file read.
+        max_pixels: largest frame width * height decoded.
+
+    Returns:
+        One :class:`UserSequence` per sequence folder, sorted by folder name.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        NotADirectoryError: the path is a file.
+        ValueError: no sequence folder, or a sequence without exactly 4 readable images and a
+            ``sentences.json`` of 4 strings (the message names the sequence, the file and the fix).
+    """
     from multimodal_lab.models.story_continuation import INPUT_FRAMES
 
     folder = Path(path)
@@ -119,31 +162,27 @@ def read_sequence_folder(path: str | os.PathLike) -> list[tuple[str, list[Image.
         raise NotADirectoryError(f"{folder} is a file, not a folder; pass a directory of sequence folders")
     sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not sequences:
-        raise ValueError(f"{folder} holds no sequence folder; put each sequence's {INPUT_FRAMES} images and "
+        hint = (f" ({folder} looks like one sequence: move it into a sub-folder of its own)"
+                if (folder / SENTENCES_FILE).is_file() else "")
+        raise ValueError(f"{folder} holds no sequence folder{hint}; put each sequence's {INPUT_FRAMES} images and "
                          f"{SENTENCES_FILE} in a folder of its own inside it")
     out = []
     for sequence in sequences:
-        sidecar = sequence / SENTENCES_FILE
-        if not sidecar.is_file():
-            raise ValueError(f"sequence {sequence.name}: no {SENTENCES_FILE}; write the {INPUT_FRAMES} sentences "
-                             f"as a JSON list, one per frame in file-name order")
-        try:
-            sentences = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} is not valid JSON ({exc})") from exc
-        if (not isinstance(sentences, list) or len(sentences) != INPUT_FRAMES
-                or not all(isinstance(t, str) for t in sentences)):
-            raise ValueError(f"sequence {sequence.name}: {SENTENCES_FILE} must be a JSON list of {INPUT_FRAMES} "
-                             f"strings, got {sentences!r:.120}")
-        files = [p for p in sequence.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != SENTENCES_FILE]
-        try:
-            frames = [image for _, image in load_image_folder(sequence)] if files else []
-        except ValueError:
-            frames = []
-        if len(frames) != INPUT_FRAMES or len(files) != INPUT_FRAMES:
-            raise ValueError(f"sequence {sequence.name}: needs exactly {INPUT_FRAMES} readable images besides "
-                             f"{SENTENCES_FILE}, found {len(frames)} readable of {len(files)} file(s)")
-        out.append((sequence.name, frames, sentences))
+        sentences = _read_sentences(sequence, INPUT_FRAMES)
+        files = sorted(p for p in sequence.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and p.name != SENTENCES_FILE)
+        if len(files) != INPUT_FRAMES:
+            listed = ", ".join(p.name for p in files) or "none"
+            raise ValueError(f"sequence {sequence.name}: holds {len(files)} file(s) besides {SENTENCES_FILE} "
+                             f"({listed}); it needs exactly {INPUT_FRAMES} images, its frames")
+        frames = []
+        for file in files:
+            try:
+                frames.append(_open_user_image(file, max_bytes, max_pixels))
+            except Exception as error:  # PIL raises many unrelated types for bad files
+                raise ValueError(f"sequence {sequence.name}: frame {file.name} cannot be read "
+                                 f"({type(error).__name__}: {error}); replace it with a PNG or JPEG") from error
+        out.append(UserSequence(sequence.name, [p.name for p in files], frames, sentences))
     return out
 
 
@@ -389,6 +428,11 @@ def _pil_batch(images: Image.Image | Sequence[Image.Image]) -> list[Image.Image]
     return batch
 
 
+def _open_user_image(file: Path, max_bytes: int, max_pixels: int) -> Image.Image:
+    """A user's image file, within the limits, turned the way a viewer shows it (EXIF orientation)."""
+    return ImageOps.exif_transpose(open_image(file, max_bytes=max_bytes, max_pixels=max_pixels))
+
+
 def load_image_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, Image.Image]]:
     """Read every image file directly inside a folder, sorted by file name.
@@ -420,8 +464,7 @@ def load_image_folder(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_B
     skipped: list[str] = []
     for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            opened = open_image(file, max_bytes=max_bytes, max_pixels=max_pixels)
-            image = ImageOps.exif_transpose(opened)
+            image = _open_user_image(file, max_bytes, max_pixels)
         except Exception as error:  # noqa: BLE001 - PIL raises many unrelated types for bad files
             skipped.append(f"{file.name} ({type(error).__name__}: {error})")
             continue

@@ -53,15 +53,15 @@ def test_inference_pipeline_writes_frames_sentences_and_a_page(continuation_run)
     size = json.loads((_only_version(data / "06_models/story_continuation.cross_modal_vae/model") / "config.json")
                       .read_text())["story_continuation"]["image_size"]
     for row in rows:
-        assert row["frame"] == f"{row['sequence']}.png" and len(row["samples"]) == 2  # the vae variant draws
+        assert row["frame"] == f"{row['sequence']}.predicted.png" and len(row["samples"]) == 2  # the vae variant draws
         for name in (row["frame"], *row["samples"]):
             with Image.open(images / name) as image:
                 assert image.size == (size, size) and image.mode == "RGB"
-    with Image.open(images / "a_bright.png") as bright, Image.open(images / "b_dark.png") as dark:
+    with Image.open(images / "a_bright.predicted.png") as bright, Image.open(images / "b_dark.predicted.png") as dark:
         # the prediction follows the frames it was given: a bright sequence stays brighter
         assert sum(bright.convert("L").getdata()) > sum(dark.convert("L").getdata())
     page = _only_version(data / "08_reporting/story_continuation_inference/page.html").read_text()
-    assert "a_bright" in page and "b_dark" in page and "the predicted 5th" in page and "2 drawn 5th frames" in page
+    assert "a_bright" in page and "b_dark" in page and "the predicted 5th frame" in page and "2 drawn 5th frames" in page
 
 
 def test_metrics_have_every_variant_and_floor(continuation_run):

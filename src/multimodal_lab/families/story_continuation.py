@@ -11,6 +11,7 @@ report) is :func:`compare`.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,8 @@ from multimodal_lab.models.story_continuation import (
     StoryContinuation,
     StoryContinuationConfig,
 )
+
+log = logging.getLogger(__name__)
 
 TEXT_COLUMN = "caption"
 FRAMES = INPUT_FRAMES + 1
@@ -395,39 +398,87 @@ def _winners(metrics: pd.DataFrame, variants: list[str]) -> str:
     return "Best variant per metric: " + "; ".join(parts) + "." if parts else ""
 
 
-def folder_inference(model: StoryContinuation, sequences: list, settings) -> tuple[list[dict], str, dict]:
-    """The 5th frame and sentence of each ``(name, 4 frames, 4 sentences)`` sequence.
+#: The inference page: per sequence, the 4 input frames with their sentences, then the prediction.
+CONTINUATIONS_PAGE = """{% extends "base.html" %}
+{% block content %}
+<style>
+.sequence { display: flex; flex-wrap: wrap; gap: 0.8rem; align-items: flex-start; }
+.frame { width: 160px; }
+.frame img { width: 160px; display: block; margin-bottom: 0.3rem; image-rendering: pixelated; }
+.frame.predicted { border-left: 3px solid #888; padding-left: 0.8rem; }
+</style>
+{% for s in sequences %}<h2>{{ s.name }}</h2>
+<div class="sequence">
+{% for f in s.frames %}<div class="frame"><img src="{{ f.uri }}" alt="{{ s.name }}: frame {{ loop.index }}">
+<div class="label">frame {{ loop.index }} ({{ f.file }})</div><p class="story">{{ f.sentence }}</p></div>
+{% endfor %}<div class="frame predicted">{% if s.predicted_uri %}<img src="{{ s.predicted_uri }}" alt="{{ s.name }}: the predicted 5th frame">{% endif %}
+<div class="label">the predicted 5th {% if s.predicted_uri %}frame{% else %}sentence (a text-only model draws no frame){% endif %}</div>
+<p class="story">{{ s.sentence }}</p></div>
+</div>
+{% if s.samples %}<div class="label">{{ s.samples|length }} drawn 5th frames (seed {{ seed }})</div>
+<div class="sequence">{% for uri in s.samples %}<div class="frame"><img src="{{ uri }}" alt="{{ s.name }}: drawn 5th frame {{ loop.index }}"></div>
+{% endfor %}</div>{% endif %}
+{% else %}<p class="note">No sequences.</p>{% endfor %}
+{% endblock %}
+"""
 
-    Returns JSON rows (the sequence, its sentences, the predicted sentence and the PNG file
-    names), the HTML page and the predicted frames as ``{file name: PIL image}``.
+
+def inference_file_names(sequence: str, samples: int) -> tuple[str, list[str]]:
+    """The PNG names of a sequence's predicted frame and its ``samples`` draws.
+
+    ``<sequence>.predicted.png`` and ``<sequence>.sample<k>.png``: no two sequences' names
+    can collide (a name ends in ``.predicted`` or ``.sample`` + digits, the rest is the sequence).
     """
-    from multimodal_lab.inference import Continuer, render_stories_html
+    return f"{sequence}.predicted.png", [f"{sequence}.sample{k}.png" for k in range(samples)]
+
+
+def folder_inference(model: StoryContinuation, sequences: list, settings) -> tuple[list[dict], str, dict]:
+    """The 5th frame and sentence of each of the user's sequences.
+
+    Args:
+        model: a trained ``StoryContinuation`` (any variant).
+        sequences: ``UserSequence`` items (``inference.read_sequence_folder``): 4 frames
+            (PIL images, any size) and 4 sentences each.
+        settings: ``ContinuationInferenceParams``: ``samples`` draws per sequence (vae variants
+            only; other variants draw none), their ``seed`` and the sentence's ``generation``.
+
+    Returns:
+        JSON rows (``sequence``, its ``sentences``, the predicted ``sentence``, the PNG file
+        names ``frame`` (None for a text-only model) and ``samples``), the HTML page, and the
+        predicted frames as ``{file name: PIL image}`` (each (S, S) RGB, S the model's image_size).
+    """
+    from multimodal_lab.inference import Continuer
+    from multimodal_lab.reporting.figures import image_data_uri
+    from multimodal_lab.reporting.html import render_page
 
     continuer = Continuer(model)
     samples = settings.samples if model.config.vae else 0
-    rows, items, images = [], [], {}
-    for name, frames, sentences in sequences:
-        result = continuer.continue_story(frames, sentences, samples=samples, seed=settings.seed,
+    if settings.samples and not samples:
+        log.warning("samples=%d ignored: this model has no latent to draw from (not a vae variant)", settings.samples)
+    rows, shown, images = [], [], {}
+    for sequence in sequences:
+        result = continuer.continue_story(sequence.frames, sequence.sentences, samples=samples, seed=settings.seed,
                                           settings=settings.generation)
-        row = {"sequence": name, "sentences": sentences, "sentence": result["sentence"], "frame": None,
-               "samples": []}
-        inputs = [np.asarray(f.convert("RGB").resize(2 * (model.config.image_size,))) for f in frames]
-        strip = [*inputs]
-        if result["image"] is not None:
-            row["frame"] = f"{name}.png"
-            images[row["frame"]] = result["image"]
-            strip.append(np.asarray(result["image"]))
-        for k, sample in enumerate(result["samples"]):
-            row["samples"].append(f"{name}_sample{k}.png")
-            images[row["samples"][-1]] = sample
-            strip.append(np.asarray(sample))
-        rows.append(row)
-        shown = result["image"] if result["image"] is not None else frames[-1]
-        label = "frames 1-4" + (", the predicted 5th" if result["image"] is not None else "") + (
-            f", {len(result['samples'])} drawn 5th frames" if result["samples"] else "")
-        items.append({"name": name, "image": shown, "figure": strip_png(strip), "figure_label": label,
-                      "text": " / ".join(sentences) + " -> " + result["sentence"]})
-    page = render_stories_html(items, title="Story continuations")
+        frame_name, sample_names = inference_file_names(sequence.name, len(result["samples"]))
+        if result["image"] is None:
+            frame_name = None
+        else:
+            images[frame_name] = result["image"]
+        images.update(zip(sample_names, result["samples"]))
+        rows.append({"sequence": sequence.name, "sentences": list(sequence.sentences), "sentence": result["sentence"],
+                     "frame": frame_name, "samples": sample_names})
+        shown.append({
+            "name": sequence.name,
+            "frames": [{"uri": image_data_uri(frame, max_side=320), "file": file, "sentence": sentence}
+                       for frame, file, sentence in zip(sequence.frames, sequence.files, sequence.sentences)],
+            "predicted_uri": image_data_uri(result["image"]) if result["image"] is not None else None,
+            "sentence": result["sentence"],
+            "samples": [image_data_uri(sample) for sample in result["samples"]],
+        })
+    switches = ", ".join(f"{k} {'on' if getattr(model.config, k) else 'off'}" for k in ("cross_modal", "vae"))
+    page = render_page("continuations.html", templates={"continuations.html": CONTINUATIONS_PAGE},
+                       title="Story continuations", subtitle=f"{len(rows)} sequence(s); the model: {switches}",
+                       sequences=shown, seed=settings.seed)
     return rows, page, images
 
 
