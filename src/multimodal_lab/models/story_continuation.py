@@ -89,6 +89,18 @@ class StoryContinuationConfig:
     # over them through a mask; "paint": the painted layer and mask alone
     decoder: str = "kernel"
     kernel_radius: int = 7
+    # kernel head: a correlation (cost-volume) layer scores every horizontal and vertical offset o
+    # by constant velocity (the 4th frame at p + o matches the 3rd at p + 2o, and that pixel
+    # changed between them, i.e. something moved through it); the scores go into the U-Net and,
+    # through learned scales starting at 0, straight into the kernel logits
+    motion_evidence: bool = True
+    # kernel head: the painted layer is a per-pixel MLP of the 4 input frames' colours at that
+    # pixel and the U-Net's features (a colour that cycles is a function of the colours it had)
+    pixel_paint: bool = True
+    # how the kernel head turns its per-pixel mixture into a frame at inference: "mixture" (the
+    # weighted sum, as in training) or "mode" (each pixel takes its most likely source and
+    # offset: an exact copy of one input pixel or the painted colour, so objects stay crisp)
+    inference_mix: str = "mode"
     lm_init_std: float = 0.02
     image_input: dict[str, Any] | None = None  # set by the training node from params:ingest
 
@@ -106,6 +118,8 @@ class StoryContinuationConfig:
             raise ValueError("cross_modal needs use_images (text attends to visual features)")
         if self.decoder not in ("kernel", "warp", "paint"):
             raise ValueError(f"decoder must be 'kernel', 'warp' or 'paint', got {self.decoder!r}")
+        if self.inference_mix not in ("mixture", "mode"):
+            raise ValueError(f"inference_mix must be 'mixture' or 'mode', got {self.inference_mix!r}")
         if self.kernel_radius < 1:
             raise ValueError(f"kernel_radius must be >= 1, got {self.kernel_radius}")
         if self.state_tokens < 1:
@@ -170,7 +184,12 @@ class ImageUNet(nn.Module):
     def __init__(self, config: StoryContinuationConfig) -> None:
         super().__init__()
         c1, c2, c3, c4 = config.channels
-        self.down1 = nn.Sequential(_conv(3 * INPUT_FRAMES + 3, c1), _conv(c1, c1))  # S
+        self.decoder = config.decoder
+        self.radius = config.kernel_radius
+        k = 2 * self.radius + 1
+        self.evidence = config.motion_evidence and config.decoder == "kernel"
+        evidence_channels = 2 * k if self.evidence else 0  # per axis: one score per offset
+        self.down1 = nn.Sequential(_conv(3 * INPUT_FRAMES + 3 + evidence_channels, c1), _conv(c1, c1))  # S
         self.down2 = _conv(c1, c2, 2)  # S/2
         self.down3 = _conv(c2, c3, 2)  # S/4
         self.down4 = _conv(c3, c4, 2)  # S/8
@@ -183,9 +202,14 @@ class ImageUNet(nn.Module):
         self.up3 = _conv(c4 + c3, c3)  # at S/4
         self.up2 = _conv(c3 + c2, c2)  # at S/2
         self.up1 = _conv(c2 + c1, c1)  # at S
-        self.decoder = config.decoder
-        self.radius = config.kernel_radius
-        k = 2 * self.radius + 1
+        if self.evidence:
+            # logit += scale * evidence, per axis; 0 at the start (training starts from copy-last)
+            self.evidence_scale = nn.Parameter(torch.zeros(2))
+        self.pixel_paint = config.pixel_paint and config.decoder == "kernel"
+        if self.pixel_paint:
+            hidden = 2 * c1
+            self.paint = nn.Sequential(nn.Conv2d(c1 + 3 * INPUT_FRAMES, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 3, 1))
+        self.inference_mix = config.inference_mix
         # kernel: RGB + 3 source logits + x and y kernel logits; warp: RGB + mask + (dx, dy); paint: RGB + mask
         outputs = {"kernel": 6 + 2 * k, "warp": 6, "paint": 4}[config.decoder]
         self.head = nn.Conv2d(c1, outputs, 3, padding=1)
@@ -201,8 +225,15 @@ class ImageUNet(nn.Module):
         self.vae = config.vae
 
     def encode(self, frames: torch.Tensor, state: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """frames (B, 4, 3, S, S), state (B, D) -> skips, latent mean (B, Z, S/8, S/8), log-variance or None."""
+        """frames (B, 4, 3, S, S), state (B, D) -> skips, latent mean (B, Z, S/8, S/8), log-variance or None.
+
+        With ``motion_evidence`` the skips end with the evidence (B, 2K, S, S) and the raw frames
+        (B, 12, S, S), which the head reads.
+        """
         x = torch.cat([frames.flatten(1, 2), frames[:, -1] - frames[:, -2]], dim=1)  # (B, 15, S, S)
+        evidence = motion_evidence(frames[:, -2], frames[:, -1], self.radius) if self.evidence else None
+        if evidence is not None:
+            x = torch.cat([x, evidence], dim=1)  # (B, 15 + 2K, S, S)
         s1 = self.down1(x)
         s2 = self.down2(s1)
         s3 = self.down3(s2)
@@ -210,15 +241,17 @@ class ImageUNet(nn.Module):
         gamma, beta = self.film(state).chunk(2, dim=1)
         s4 = s4 * (1 + gamma[..., None, None]) + beta[..., None, None]
         latent = self.to_latent(s4)
+        skips = [s1, s2, s3, s4, evidence, frames.flatten(1, 2)]
         if self.vae:
             mean, logvar = latent.chunk(2, dim=1)
-            return [s1, s2, s3, s4], mean, logvar.clamp(-8.0, 8.0)
-        return [s1, s2, s3, s4], latent, None
+            return skips, mean, logvar.clamp(-8.0, 8.0)
+        return skips, latent, None
 
     def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """Latent (B, Z, S/8, S/8) -> the 5th frame (B, 3, S, S) in [0, 1], made from ``last`` (the 4th
-        frame), ``first`` (the 1st) and a painted layer."""
-        s1, s2, s3, s4 = skips
+        frame), ``first`` (the 1st) and a painted layer. In eval mode with ``inference_mix: mode``
+        the kernel head takes each pixel's most likely source and offsets instead of their mixture."""
+        s1, s2, s3, s4, evidence, raw = skips
         x = self.from_latent(torch.cat([z, s4], dim=1))
         x = self.up3(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s3], dim=1))
         x = self.up2(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s2], dim=1))
@@ -227,13 +260,63 @@ class ImageUNet(nn.Module):
         rgb = torch.sigmoid(out[:, :3])
         if self.decoder == "kernel":
             k = 2 * self.radius + 1
-            sources = out[:, 3:6].softmax(dim=1)  # (B, 3, S, S)
-            moved = separable_shift(last, out[:, 6:6 + k].softmax(dim=1), out[:, 6 + k:].softmax(dim=1))
+            if self.pixel_paint:
+                rgb = torch.sigmoid(out[:, :3] + self.paint(torch.cat([x, raw], dim=1)))
+            source_logits, x_logits, y_logits = out[:, 3:6], out[:, 6:6 + k], out[:, 6 + k:]  # (B, 3|K|K, S, S)
+            if evidence is not None:
+                x_logits = x_logits + self.evidence_scale[0] * evidence[:, :k]
+                y_logits = y_logits + self.evidence_scale[1] * evidence[:, k:]
+            pick = _one_hot_max if (not self.training and self.inference_mix == "mode") else _softmax
+            sources = pick(source_logits)
+            moved = separable_shift(last, pick(x_logits), pick(y_logits))
             return sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
         mask = torch.sigmoid(out[:, 3:4])
         if self.decoder == "warp":
             last = warp(last, out[:, 4:6])
         return mask * rgb + (1 - mask) * last
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(dim=1)
+
+
+def _one_hot_max(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, S, S) logits -> a one-hot (B, K, S, S) at each pixel's largest logit."""
+    return F.one_hot(logits.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+
+
+def _shifted(images: torch.Tensor, offset: int, axis: int) -> torch.Tensor:
+    """``images`` read at p + offset along ``axis`` (-1: columns, -2: rows), the edge repeated outside."""
+    size = images.shape[axis]
+    index = (torch.arange(size, device=images.device) + offset).clamp(0, size - 1)
+    return images.index_select(axis, index)
+
+
+def motion_evidence(f3: torch.Tensor, f4: torch.Tensor, radius: int, scale: float = 0.05) -> torch.Tensor:
+    """A correlation layer for constant velocity, per axis: how well offset o explains output pixel p.
+
+    For each offset o in -radius..radius along x (then y), with d(a, b) the mean absolute
+    colour difference: ``exp(-d(f4(p+o), f3(p+2o)) / scale)`` (the 4th frame's pixel at p + o
+    came from p + 2o in the 3rd: a pixel that moved by -o keeps moving) times
+    ``1 - exp(-d(f4(p+o), f3(p+o)) / scale)`` (that pixel changed between the frames, so it is
+    a moving one: this is what tells an object moving into the background apart from the
+    still background, which offset 0 explains too). At offset 0 both factors read the same
+    difference, so it scores at most 1/4.
+
+    Args:
+        f3, f4: the 3rd and 4th frames (B, 3, S, S) in [0, 1].
+
+    Returns:
+        (B, 2K, S, S), K = 2·radius + 1: the x offsets' scores, then the y offsets'.
+    """
+    scores = []
+    for axis in (-1, -2):
+        for o in range(-radius, radius + 1):
+            here = _shifted(f4, o, axis)
+            agree = torch.exp(-(here - _shifted(f3, 2 * o, axis)).abs().mean(dim=1) / scale)
+            moved = 1.0 - torch.exp(-(here - _shifted(f3, o, axis)).abs().mean(dim=1) / scale)
+            scores.append(agree * moved)
+    return torch.stack(scores, dim=1)
 
 
 def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
