@@ -110,7 +110,7 @@ def test_the_loss_falls_on_a_fixed_batch(tokenizer):
     data = batch(vocab=len(tokenizer))
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(60):
         loss = model(**data).loss
         optimiser.zero_grad()
         loss.backward()
@@ -136,7 +136,8 @@ def test_the_fifth_sentence_is_decoded_by_the_shared_generation_module(tokenizer
     data = batch(vocab=len(tokenizer))
     with torch.no_grad():
         prefix = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])["prefix"]
-    assert prefix.shape == (3, 2 + 4 + 6, 16)  # state vectors, one per input step, the 4th sentence's tokens
+    # state vectors, one per input step, the 4th sentence's tokens padded to max_sentence_tokens
+    assert prefix.shape == (3, 2 + 4 + 12, 16)
     for strategy in ("greedy", "beam"):
         texts = generate_from_prefix(model, prefix, GenerationSettings(max_new_tokens=5, strategy=strategy, num_beams=2))
         assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
@@ -185,3 +186,74 @@ def test_a_one_hot_separable_kernel_is_an_exact_shift():
     torch.testing.assert_close(shifted[..., 1:, :7], images[..., :8, 2:])  # away from the replicated edges
     uniform = separable_shift(images, torch.full((2, k, 9, 9), 0.2), torch.full((2, k, 9, 9), 0.2))
     torch.testing.assert_close(uniform[..., 4, 4], images[..., 2:7, 2:7].mean(dim=(-1, -2)))  # a 5x5 box blur
+
+
+def _square_frames(positions: list[tuple[int, int]], size: int = 24, side: int = 5) -> torch.Tensor:
+    """Frames (N, 3, S, S): a red square on grey at each (x, y) top-left corner."""
+    frames = torch.full((len(positions), 3, size, size), 0.5)
+    for n, (x, y) in enumerate(positions):
+        frames[n, :, y:y + side, x:x + side] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    return frames
+
+
+def test_motion_evidence_scores_the_offset_that_keeps_the_velocity():
+    from multimodal_lab.models.story_continuation import motion_evidence
+
+    f3, f4 = _square_frames([(6, 10), (9, 10)])  # moving 3 px right a frame
+    evidence = motion_evidence(f3[None], f4[None], radius=4)[0]  # (2K, S, S)
+    k = 9
+    # The 5th frame's square covers columns 12..16; its new leading pixel (16) is explained by
+    # reading the 4th frame 3 px to the left (offset -3; a uniform square also fits -4 and -5),
+    # and not at all by standing still or moving the other way.
+    x_scores = evidence[:k, 12, 16]
+    assert float(x_scores[4 - 3]) > 0.9
+    assert float(x_scores[4:].max()) < 1e-3
+    # The still background far away has no motion evidence at any offset.
+    assert float(evidence[:, 2, 2].max()) < 1e-3
+
+
+def test_best_source_keeps_the_move_unless_another_source_is_clearly_better():
+    from multimodal_lab.models.story_continuation import best_source
+
+    target = torch.zeros(1, 3, 2, 2)
+    moved = torch.zeros(1, 3, 2, 2)
+    moved[..., 0, 1] = 0.5  # the move is wrong at pixel (0, 1) ...
+    first = torch.full((1, 3, 2, 2), 0.01)  # ... the 1st frame is nearly right everywhere (within the margin)
+    painted = torch.ones(1, 3, 2, 2)
+    painted[..., 1, 1] = 0.0  # the painted layer is exactly right at (1, 1) only
+    moved[..., 1, 1] = 0.3
+    source = best_source(torch.stack([moved, first, painted], dim=1), target)
+    assert source[0].tolist() == [[0, 1], [0, 2]]
+
+
+def test_mode_inference_copies_input_pixels_exactly(tokenizer):
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(), tokenizer).eval()  # untrained: every pixel's mode is "the 4th frame"
+    data = batch(vocab=len(tokenizer))
+    with torch.no_grad():
+        encoded = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])
+        image = model.predict_image(encoded)
+    torch.testing.assert_close(image, data["images"][:, 3])  # an exact copy, no blend
+
+
+def test_the_aligned_context_puts_the_fourth_sentences_tokens_at_fixed_positions(tokenizer):
+    model = StoryContinuation(tiny(), tokenizer).eval()
+    data = batch(vocab=len(tokenizer))
+    data["attention_mask"][0, 3, 4:] = 0  # sequence 0's 4th sentence has 4 tokens, then padding
+    data["input_ids"][0, 3, 4:] = tokenizer.pad_token_id
+    with torch.no_grad():
+        prefix = model.encode(data["images"][:, :4], data["input_ids"][:, :4], data["attention_mask"][:, :4])["prefix"]
+    context = prefix[:, 2 + 4:]  # (B, max_sentence_tokens, D)
+    torch.testing.assert_close(context[:, :6], model.embed_tokens(data["input_ids"][:, 3]))
+    torch.testing.assert_close(context[:, 6:], model.embed_tokens(torch.full((3, 6), tokenizer.pad_token_id)))
+
+
+def test_shift_pixels_equals_a_one_hot_separable_kernel():
+    from multimodal_lab.models.story_continuation import separable_shift, shift_pixels
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 9, 9, generator=generator)
+    dx = torch.randint(-2, 3, (2, 9, 9), generator=generator)
+    dy = torch.randint(-2, 3, (2, 9, 9), generator=generator)
+    one_hot = lambda d: torch.nn.functional.one_hot(d + 2, 5).permute(0, 3, 1, 2).float()  # noqa: E731
+    torch.testing.assert_close(shift_pixels(images, dx, dy), separable_shift(images, one_hot(dx), one_hot(dy)))

@@ -75,6 +75,11 @@ class StoryContinuationConfig:
     # the decoder also reads the 4th sentence's own tokens (after the state vectors), so it can
     # copy what carries over (most of a 5th sentence repeats the 4th's objects and verbs)
     context_sentence: bool = True
+    # where the 4th sentence's tokens sit in the prefix: "aligned" (right-padded to
+    # max_sentence_tokens, so its token i always sits max_sentence_tokens positions before the 5th
+    # sentence's token i: copying is a fixed positional attention) or "left" (left-padded to the
+    # batch's longest, ending where the 5th begins: copying must be learned by content)
+    context_layout: str = "aligned"
     max_sentence_tokens: int = 40  # bos and eos included
     edge_loss_weight: float = 1.0  # weight of the image-gradient L1 term
     # pixels that change (between frames 4 and 5, or 3 and 4) weigh 1 + this in the L1 terms:
@@ -97,6 +102,14 @@ class StoryContinuationConfig:
     # kernel head: the painted layer is a per-pixel MLP of the 4 input frames' colours at that
     # pixel and the U-Net's features (a colour that cycles is a function of the colours it had)
     pixel_paint: bool = True
+    # kernel head with pixel_paint: the painted layer's own L1 to the 5th frame joins the loss with
+    # this weight, so the layer learns what each pixel becomes (the next colour of a cycling object)
+    # even where the mixture does not yet pick it; 0 trains it only through the mixture
+    paint_loss_weight: float = 1.0
+    paint_hidden: int = 64  # width of the painted layer's per-pixel MLP (two hidden layers)
+    # kernel head: cross-entropy of its source logits toward each pixel's best source (best_source),
+    # with this weight: the choice the "mode" inference reads is taught directly
+    choice_loss_weight: float = 0.1
     # how the kernel head turns its per-pixel mixture into a frame at inference: "mixture" (the
     # weighted sum, as in training) or "mode" (each pixel takes its most likely source and
     # offset: an exact copy of one input pixel or the painted colour, so objects stay crisp)
@@ -120,6 +133,8 @@ class StoryContinuationConfig:
             raise ValueError(f"decoder must be 'kernel', 'warp' or 'paint', got {self.decoder!r}")
         if self.inference_mix not in ("mixture", "mode"):
             raise ValueError(f"inference_mix must be 'mixture' or 'mode', got {self.inference_mix!r}")
+        if self.context_layout not in ("aligned", "left"):
+            raise ValueError(f"context_layout must be 'aligned' or 'left', got {self.context_layout!r}")
         if self.kernel_radius < 1:
             raise ValueError(f"kernel_radius must be >= 1, got {self.kernel_radius}")
         if self.state_tokens < 1:
@@ -207,8 +222,15 @@ class ImageUNet(nn.Module):
             self.evidence_scale = nn.Parameter(torch.zeros(2))
         self.pixel_paint = config.pixel_paint and config.decoder == "kernel"
         if self.pixel_paint:
-            hidden = 2 * c1
-            self.paint = nn.Sequential(nn.Conv2d(c1 + 3 * INPUT_FRAMES, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 3, 1))
+            hidden = config.paint_hidden
+            # two hidden layers: a colour that cycles is a lookup over a few colours, which one
+            # layer learned far more slowly (its pixels alone: 49 % right after 300 steps, 79 % with two)
+            self.paint = nn.Sequential(nn.Conv2d(c1 + 3 * INPUT_FRAMES, hidden, 1), nn.GELU(),
+                                       nn.Conv2d(hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 3, 1))
+            # a change of the 4th frame's colour (in logit space), starting near none: the painted layer
+            # starts close to the 4th frame itself (small, not zero, weights so the hidden layer learns too)
+            nn.init.normal_(self.paint[-1].weight, std=0.01)
+            nn.init.zeros_(self.paint[-1].bias)
         self.inference_mix = config.inference_mix
         # kernel: RGB + 3 source logits + x and y kernel logits; warp: RGB + mask + (dx, dy); paint: RGB + mask
         outputs = {"kernel": 6 + 2 * k, "warp": 6, "paint": 4}[config.decoder]
@@ -247,7 +269,8 @@ class ImageUNet(nn.Module):
             return skips, mean, logvar.clamp(-8.0, 8.0)
         return skips, latent, None
 
-    def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    def decode(self, skips: list[torch.Tensor], z: torch.Tensor, last: torch.Tensor,
+               first: torch.Tensor) -> DecodedFrame:
         """Latent (B, Z, S/8, S/8) -> the 5th frame (B, 3, S, S) in [0, 1], made from ``last`` (the 4th
         frame), ``first`` (the 1st) and a painted layer. In eval mode with ``inference_mix: mode``
         the kernel head takes each pixel's most likely source and offsets instead of their mixture."""
@@ -261,7 +284,10 @@ class ImageUNet(nn.Module):
         if self.decoder == "kernel":
             k = 2 * self.radius + 1
             if self.pixel_paint:
-                rgb = torch.sigmoid(out[:, :3] + self.paint(torch.cat([x, raw], dim=1)))
+                base = torch.logit(last.clamp(1e-3, 1 - 1e-3))  # (B, 3, S, S): the 4th frame's colours
+                # the U-Net's features are read, not trained, by the painted layer: its own loss
+                # would otherwise pull them away from choosing the motion
+                rgb = torch.sigmoid(base + self.paint(torch.cat([x.detach(), raw * 2 - 1], dim=1)))
             source_logits, x_logits, y_logits = out[:, 3:6], out[:, 6:6 + k], out[:, 6 + k:]  # (B, 3|K|K, S, S)
             if evidence is not None:
                 x_logits = x_logits + self.evidence_scale[0] * evidence[:, :k]
@@ -269,11 +295,57 @@ class ImageUNet(nn.Module):
             pick = _one_hot_max if (not self.training and self.inference_mix == "mode") else _softmax
             sources = pick(source_logits)
             moved = separable_shift(last, pick(x_logits), pick(y_logits))
-            return sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
+            image = sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
+            with torch.no_grad():  # the sources as the mode inference reads them: one offset per pixel
+                chosen = shift_pixels(last, x_logits.argmax(dim=1) - self.radius, y_logits.argmax(dim=1) - self.radius)
+                candidates = torch.stack([chosen, first, rgb], dim=1)
+            return DecodedFrame(image, rgb, source_logits, candidates)
         mask = torch.sigmoid(out[:, 3:4])
         if self.decoder == "warp":
             last = warp(last, out[:, 4:6])
-        return mask * rgb + (1 - mask) * last
+        return DecodedFrame(mask * rgb + (1 - mask) * last, rgb)
+
+
+@dataclass
+class DecodedFrame:
+    """What the image head made: the frame, its painted layer and (kernel head) the choice logits."""
+
+    image: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    painted: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    # kernel head (None for the others): the source logits (B, 3, S, S) and the sources as the
+    # mode inference reads them (B, 3, 3, S, S): the 4th frame moved by each pixel's likeliest
+    # offsets, the 1st frame, the painted layer (no gradient)
+    source_logits: torch.Tensor | None = None
+    sources: torch.Tensor | None = None
+
+
+def best_source(candidates: torch.Tensor, target: torch.Tensor, margin: float = 0.02) -> torch.Tensor:
+    """Per pixel, which of the kernel head's sources reads ``target`` best.
+
+    Args:
+        candidates: (B, 3, 3, S, S): the moved 4th frame, the 1st frame and the painted layer.
+        target: (B, 3, S, S).
+        margin: a source other than the moved 4th frame (index 0) wins a pixel only when its mean
+            absolute colour error is below the moved frame's by more than this (a tie keeps the move).
+
+    Returns:
+        (B, S, S) source indices.
+    """
+    errors = (candidates - target[:, None]).abs().mean(dim=2)  # (B, 3, S, S)
+    errors[:, 1:] += margin
+    return errors.argmin(dim=1)
+
+
+def shift_pixels(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Output pixel p reads ``images`` at p + (dx[p], dy[p]) (whole pixels, the edge repeated outside).
+
+    images (B, C, S, S); dx, dy (B, S, S) integer offsets.
+    """
+    batch, channels, height, width = images.shape
+    ys = (torch.arange(height, device=images.device)[None, :, None] + dy).clamp(0, height - 1)
+    xs = (torch.arange(width, device=images.device)[None, None, :] + dx).clamp(0, width - 1)
+    index = (ys * width + xs).flatten(1)[:, None].expand(batch, channels, -1)  # (B, C, S·S)
+    return images.flatten(2).gather(2, index).view_as(images)
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -438,7 +510,14 @@ class StoryContinuation(nn.Module):
         parts = [self.state_prefix(state).unflatten(1, (self.config.state_tokens, -1)),
                  self.step_prefix(outputs)]  # (B, k, D), (B, 4, D)
         if self.config.context_sentence:
-            parts.append(self.embed_tokens(left_padded(input_ids[:, -1], attention_mask[:, -1])))  # (B, T, D)
+            context = input_ids[:, -1]  # (B, T)
+            if self.config.context_layout == "left":
+                context = left_padded(context, attention_mask[:, -1])
+            else:
+                width = self.config.max_sentence_tokens
+                context = F.pad(context[:, :width], (0, width - min(width, context.shape[1])),
+                                value=self.tokenizer.pad_token_id)  # (B, max_sentence_tokens)
+            parts.append(self.embed_tokens(context))
         prefix = torch.cat(parts, dim=1)  # (B, k + 4 [+ T], D)
         out: dict[str, Any] = {"prefix": prefix, "state": state}
         if self.unet is not None:
@@ -449,6 +528,10 @@ class StoryContinuation(nn.Module):
     def predict_image(self, encoded: Mapping[str, Any], sample: bool = False,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """The 5th frame (B, 3, S, S) from :meth:`encode`'s output: the latent mean, or a draw."""
+        return self._decode(encoded, sample, generator).image
+
+    def _decode(self, encoded: Mapping[str, Any], sample: bool = False,
+                generator: torch.Generator | None = None) -> DecodedFrame:
         if self.unet is None:
             raise ValueError("the text-only model predicts no image")
         z = encoded["mean"]
@@ -481,9 +564,10 @@ class StoryContinuation(nn.Module):
                              f"{tuple(images.shape)} and sentences {tuple(input_ids.shape)}")
         encoded = self.encode(images[:, :INPUT_FRAMES], input_ids[:, :INPUT_FRAMES], attention_mask[:, :INPUT_FRAMES])
         logits = self.text_logits(encoded["prefix"], input_ids[:, -1], attention_mask[:, -1])
-        image = None
+        image = decoded = None
         if self.unet is not None:
-            image = self.predict_image(encoded, sample=self.training)
+            decoded = self._decode(encoded, sample=self.training)
+            image = decoded.image
         if labels is None:
             return ContinuationOutput(loss=None, image=image, logits=logits)
         text_loss, num_targets = next_token_loss(logits, labels[:, -1])
@@ -500,6 +584,23 @@ class StoryContinuation(nn.Module):
             edges = edge_loss(image, target, weights)
             loss = loss + pixel + self.config.edge_loss_weight * edges
             parts.update(image_l1=float(pixel.detach()), edge_loss=float(edges.detach()))
+            if self.unet.pixel_paint and self.config.paint_loss_weight > 0:
+                # over the pixels that change from the 4th frame to the 5th and that neither the move, as
+                # the mode inference reads it, nor the 1st frame gets right (a colour that cycles): the
+                # layer learns what no move can show (a mean over the whole frame would drown it)
+                unexplained = ((decoded.sources[:, :2] - target[:, None]).abs().amax(dim=2) > 0.1).all(dim=1, keepdim=True)
+                changed = (target - images[:, -2]).abs().amax(dim=1, keepdim=True) > 0.1
+                where = (changed & unexplained).to(image.dtype)
+                paint = weighted_l1(decoded.painted, target, where) if where.any() else image.new_zeros(())
+                loss = loss + self.config.paint_loss_weight * paint
+                parts["paint_l1"] = float(paint.detach())
+            if decoded.source_logits is not None and self.config.choice_loss_weight > 0:
+                # Inference takes each pixel's most likely source ("mode"), so that choice is taught
+                # directly: cross-entropy toward the source that reads the 5th frame best there
+                labels = best_source(decoded.sources, target)
+                choice = F.cross_entropy(decoded.source_logits, labels)
+                loss = loss + self.config.choice_loss_weight * choice
+                parts["choice_ce"] = float(choice.detach())
             if encoded["logvar"] is not None:
                 mean, logvar = encoded["mean"], encoded["logvar"]
                 kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
