@@ -58,6 +58,10 @@ def _block_classes() -> dict[str, Any]:
         blocks[f"{name}.model"] = family.config_class
         blocks[f"{name}.train"] = TrainConfig
         blocks[f"{name}.evaluation"] = family.eval_settings_class
+        if family.variants:
+            from multimodal_lab.families.base import SeedRepeats
+
+            blocks[f"{name}.compare"] = SeedRepeats
         if family.inference_params_class is not None:
             blocks[f"{name}_inference"] = family.inference_params_class
         if family.world_params:

@@ -81,6 +81,23 @@ def test_metrics_have_every_variant_and_floor(continuation_run):
     assert metrics["vae/sample_diversity"] >= 0.0 and math.isnan(metrics["baseline/sample_diversity"])
 
 
+def test_the_top_two_variants_are_trained_again_with_the_second_seed(continuation_run):
+    data = continuation_run / "data"
+    metrics = json.loads(_only_version(data / "08_reporting/story_continuation/metrics.json").read_text())
+    repeats = json.loads(_only_version(data / "08_reporting/story_continuation/seed_repeats.json").read_text())
+    # the two lowest test MAEs of the first seed, in order (the text-only floor has none)
+    ranked = sorted(VARIANTS, key=lambda v: metrics[f"{v}/image_mae"])
+    assert list(repeats) == ranked[:2]
+    for variant in ranked[:2]:
+        assert set(repeats[variant]) == {"0", "1"}
+        assert repeats[variant]["0"]["image_mae"] == metrics[f"{variant}/image_mae"]  # the first run, as it was
+        assert metrics[f"{variant}/seed1/image_mae"] == repeats[variant]["1"]["image_mae"]
+        assert repeats[variant]["1"]["image_mae"] != repeats[variant]["0"]["image_mae"]  # another seed, another model
+    assert not any(key.startswith(f"{ranked[2]}/seed") for key in metrics)
+    report = _only_version(data / "08_reporting/story_continuation/report.html").read_text()
+    assert f"{ranked[0]} (seed 1)" in report and "Seeds (image_mae, the top 2 trained again)" in report
+
+
 def test_each_variant_is_versioned_and_trained_with_its_switches(continuation_run):
     data = continuation_run / "data"
     for variant, switches in {"baseline": (False, False), "cross_modal_vae": (True, True)}.items():

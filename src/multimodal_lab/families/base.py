@@ -18,6 +18,25 @@ from torch.utils.data import Dataset
 from multimodal_lab.evaluation.harness import EvalSettings, Evaluation
 
 
+@dataclass
+class SeedRepeats:
+    """``params:<family>.compare`` of a family with variants: its best variants trained again.
+
+    Which variant wins can be the luck of one training seed; the ``top`` best variants by the
+    family's headline metric (on the evaluated split) are trained and evaluated again with each
+    of ``seeds``, and the report puts every seed's figures side by side.
+    """
+
+    top: int = 2  # how many of the best variants train again
+    seeds: list[int] = field(default_factory=list)  # the extra training seeds; [] = no repeats
+
+    def __post_init__(self) -> None:
+        if self.top < 0:
+            raise ValueError(f"SeedRepeats.top must be >= 0, got {self.top}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"SeedRepeats.seeds must not repeat a seed, got {self.seeds}")
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One kind of model, as the shared machinery sees it.
@@ -63,6 +82,7 @@ class ModelFamily:
     world_params: str | None = None
     inference_params_class: type | None = None  # the config class of params:<name>_inference
     headline_metric: str | None = None  # the metric reports and bars lead with, e.g. "pair_f1"
+    headline_higher_is_better: bool = True  # which way the headline metric improves
     description: str = ""  # a paragraph for the report: what the model does and how it is judged
     # Variants trained and evaluated side by side by the family's pipeline: name -> model config
     # fields that override params:<name>.model. Empty: one model.

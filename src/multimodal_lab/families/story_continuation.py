@@ -519,6 +519,7 @@ FAMILY = register_family(
         inference_variant="cross_modal_vae",  # every switch on: the 5th frame, its sentence and drawn samples
         inference_params_class=_inference_params(),
         headline_metric="image_mae",
+        headline_higher_is_better=False,
         description=(
             "Given 4 frames of a scene-world sequence and their sentences, the model predicts the 5th frame "
             "(a U-Net that moves the 4th frame's pixels, uncovers the background from the 1st and paints what "

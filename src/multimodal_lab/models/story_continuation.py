@@ -11,21 +11,28 @@ B sequences, 4 input frames, side S (64), width D (``d_model``) and sentence len
 * ``cross_modal``: each sentence's tokens attend to its frame's visual tokens (4 heads);
   the attended vectors, averaged over real tokens, join the step (B, 4, D);
 * **sequence model**: a GRU over the 4 fused steps -> state h (B, D);
-* **image path** (a U-Net): the 4 frames and the change ``f4 - f3`` stacked (B, 15, S, S)
-  go down to (B, C4, S/8, S/8), where h modulates the features (FiLM) and a *spatial*
-  latent (B, Z, S/8, S/8) is formed; ``vae`` makes it a reparameterised Gaussian with a
-  KL term. Coming back up, skip connections hand over every scale of the input frames,
-  and the head paints an RGB layer and a mask over the 4th frame:
-  ``f5 = mask·rgb + (1 - mask)·f4``. The background is thus copied, not re-drawn, and
-  "the same scene, moved" is a small mask and a few painted pixels;
+* **image path** (a U-Net): the 4 frames, the change ``f4 - f3`` and the motion evidence (a
+  constant-velocity correlation layer, :func:`motion_evidence`) stacked (B, 15 + 2K, S, S) go
+  down to (B, C4, S/8, S/8), where h modulates the features (FiLM) and a *spatial* latent
+  (B, Z, S/8, S/8) is formed; ``vae`` makes it a reparameterised Gaussian with a KL term.
+  Coming back up, skip connections hand over every scale of the input frames. The ``kernel``
+  head (default) makes every output pixel from three sources: the 4th frame moved by a
+  per-pixel separable kernel (offsets up to ``kernel_radius``; the evidence adds to its
+  logits), the 1st frame (the background a moved object uncovers), and a painted layer (a
+  per-pixel MLP that changes the 4th frame's colour, for what no move shows: a colour that
+  cycles). Training mixes the sources softly; inference (``inference_mix: mode``) takes each
+  pixel's likeliest source and offset, so the frame is made of exact input pixels and painted
+  colours, never a blur of them;
 * **text path**: GPT-2 (from config, the corpus tokenizer) reads a prefix of
-  ``state_tokens`` vectors made from h plus the 4 fused steps, then writes the 5th
-  sentence; decoding goes through the shared generation module (KV cache, greedy /
-  beam / sampling).
+  ``state_tokens`` vectors made from h, the 4 fused steps and the 4th sentence's tokens at
+  fixed positions, then writes the 5th sentence; decoding goes through the shared
+  generation module (KV cache, greedy / beam / sampling).
 
 Loss: L1 on pixels plus an edge term (L1 between the images' horizontal and vertical
-differences, which L1 alone lets blur away), the 5th sentence's next-token
-cross-entropy, and for ``vae`` ``kl_weight``·KL(q(z) || N(0, I)) (mean per latent unit).
+differences, which L1 alone lets blur away), the painted layer's own L1 where no move
+explains the 5th frame, a cross-entropy that teaches the head's source choice (what the
+mode inference reads), the 5th sentence's next-token cross-entropy, and for ``vae``
+``kl_weight``·KL(q(z) || N(0, I)) (mean per latent unit).
 """
 from __future__ import annotations
 
@@ -42,6 +49,15 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from multimodal_lab.config import from_params
 from multimodal_lab.data.images import ImageInput
+from multimodal_lab.models.pixel_ops import (  # noqa: F401 - also this module's API
+    best_source,
+    edge_loss,
+    motion_evidence,
+    separable_shift,
+    shift_pixels,
+    warp,
+    weighted_l1,
+)
 from multimodal_lab.models.saving import (
     load_tokenizer,
     load_weights,
@@ -106,7 +122,7 @@ class StoryContinuationConfig:
     # this weight, so the layer learns what each pixel becomes (the next colour of a cycling object)
     # even where the mixture does not yet pick it; 0 trains it only through the mixture
     paint_loss_weight: float = 1.0
-    paint_hidden: int = 64  # width of the painted layer's per-pixel MLP (two hidden layers)
+    paint_hidden: int = 32  # width of the painted layer's per-pixel MLP (two hidden layers)
     # kernel head: cross-entropy of its source logits toward each pixel's best source (best_source),
     # with this weight: the choice the "mode" inference reads is taught directly
     choice_loss_weight: float = 0.1
@@ -223,8 +239,9 @@ class ImageUNet(nn.Module):
         self.pixel_paint = config.pixel_paint and config.decoder == "kernel"
         if self.pixel_paint:
             hidden = config.paint_hidden
-            # two hidden layers: a colour that cycles is a lookup over a few colours, which one
-            # layer learned far more slowly (its pixels alone: 49 % right after 300 steps, 79 % with two)
+            # two hidden layers: a colour that cycles is a lookup over a few colours, which one layer
+            # learned far more slowly (fitted to those pixels alone, 32 wide, 300 steps: 49 % of them
+            # within the detector's tolerance with one layer, 78 % with two)
             self.paint = nn.Sequential(nn.Conv2d(c1 + 3 * INPUT_FRAMES, hidden, 1), nn.GELU(),
                                        nn.Conv2d(hidden, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 3, 1))
             # a change of the 4th frame's colour (in logit space), starting near none: the painted layer
@@ -292,15 +309,18 @@ class ImageUNet(nn.Module):
             if evidence is not None:
                 x_logits = x_logits + self.evidence_scale[0] * evidence[:, :k]
                 y_logits = y_logits + self.evidence_scale[1] * evidence[:, k:]
-            pick = _one_hot_max if (not self.training and self.inference_mix == "mode") else _softmax
-            sources = pick(source_logits)
-            moved = separable_shift(last, pick(x_logits), pick(y_logits))
-            image = sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
-            with torch.no_grad():  # the sources as the mode inference reads them: one offset per pixel
+            with torch.no_grad():  # each pixel's likeliest offsets, as the mode inference reads them
                 chosen = shift_pixels(last, x_logits.max(dim=1).indices - self.radius,
-                                      y_logits.max(dim=1).indices - self.radius)
-                candidates = torch.stack([chosen, first, rgb], dim=1)
-            return DecodedFrame(image, rgb, source_logits, candidates)
+                                      y_logits.max(dim=1).indices - self.radius)  # (B, 3, S, S)
+            candidates = torch.stack([chosen, first, rgb], dim=1)  # (B, 3 sources, 3, S, S)
+            if not self.training and self.inference_mix == "mode":
+                # each pixel takes one source whole: an exact input pixel or the painted colour
+                pick = source_logits.max(dim=1).indices[:, None, None].expand(-1, 1, 3, -1, -1)
+                return DecodedFrame(candidates.gather(1, pick)[:, 0], rgb, source_logits, candidates)
+            sources = source_logits.softmax(dim=1)
+            moved = separable_shift(last, x_logits.softmax(dim=1), y_logits.softmax(dim=1))
+            image = sources[:, :1] * moved + sources[:, 1:2] * first + sources[:, 2:] * rgb
+            return DecodedFrame(image, rgb, source_logits, candidates.detach())
         mask = torch.sigmoid(out[:, 3:4])
         if self.decoder == "warp":
             last = warp(last, out[:, 4:6])
@@ -320,141 +340,12 @@ class DecodedFrame:
     sources: torch.Tensor | None = None
 
 
-def best_source(candidates: torch.Tensor, target: torch.Tensor, margin: float = 0.02) -> torch.Tensor:
-    """Per pixel, which of the kernel head's sources reads ``target`` best.
-
-    Args:
-        candidates: (B, 3, 3, S, S): the moved 4th frame, the 1st frame and the painted layer.
-        target: (B, 3, S, S).
-        margin: a source other than the moved 4th frame (index 0) wins a pixel only when its mean
-            absolute colour error is below the moved frame's by more than this (a tie keeps the move).
-
-    Returns:
-        (B, S, S) source indices.
-    """
-    errors = (candidates - target[:, None]).abs().mean(dim=2)  # (B, 3, S, S)
-    errors[:, 1:] += margin
-    return errors.min(dim=1).indices  # (min is several times faster than argmin over dim 1 on CPU)
-
-
-def shift_pixels(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Output pixel p reads ``images`` at p + (dx[p], dy[p]) (whole pixels, the edge repeated outside).
-
-    images (B, C, S, S); dx, dy (B, S, S) integer offsets.
-    """
-    batch, channels, height, width = images.shape
-    ys = (torch.arange(height, device=images.device)[None, :, None] + dy).clamp(0, height - 1)
-    xs = (torch.arange(width, device=images.device)[None, None, :] + dx).clamp(0, width - 1)
-    index = (ys * width + xs).flatten(1)[:, None].expand(batch, channels, -1)  # (B, C, S·S)
-    return images.flatten(2).gather(2, index).view_as(images)
-
-
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    return logits.softmax(dim=1)
-
-
-def _one_hot_max(logits: torch.Tensor) -> torch.Tensor:
-    """(B, K, S, S) logits -> a one-hot (B, K, S, S) at each pixel's largest logit."""
-    return F.one_hot(logits.max(dim=1).indices, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-
-
-def _shifted(images: torch.Tensor, offset: int, axis: int) -> torch.Tensor:
-    """``images`` read at p + offset along ``axis`` (-1: columns, -2: rows), the edge repeated outside."""
-    size = images.shape[axis]
-    index = (torch.arange(size, device=images.device) + offset).clamp(0, size - 1)
-    return images.index_select(axis, index)
-
-
-def motion_evidence(f3: torch.Tensor, f4: torch.Tensor, radius: int, scale: float = 0.05) -> torch.Tensor:
-    """A correlation layer for constant velocity, per axis: how well offset o explains output pixel p.
-
-    For each offset o in -radius..radius along x (then y), with d(a, b) the mean absolute
-    colour difference: ``exp(-d(f4(p+o), f3(p+2o)) / scale)`` (the 4th frame's pixel at p + o
-    came from p + 2o in the 3rd: a pixel that moved by -o keeps moving) times
-    ``1 - exp(-d(f4(p+o), f3(p+o)) / scale)`` (that pixel changed between the frames, so it is
-    a moving one: this is what tells an object moving into the background apart from the
-    still background, which offset 0 explains too). At offset 0 both factors read the same
-    difference, so it scores at most 1/4.
-
-    Args:
-        f3, f4: the 3rd and 4th frames (B, 3, S, S) in [0, 1].
-
-    Returns:
-        (B, 2K, S, S), K = 2·radius + 1: the x offsets' scores, then the y offsets'.
-    """
-    scores = []
-    for axis in (-1, -2):
-        for o in range(-radius, radius + 1):
-            here = _shifted(f4, o, axis)
-            agree = torch.exp(-(here - _shifted(f3, 2 * o, axis)).abs().mean(dim=1) / scale)
-            moved = 1.0 - torch.exp(-(here - _shifted(f3, o, axis)).abs().mean(dim=1) / scale)
-            scores.append(agree * moved)
-    return torch.stack(scores, dim=1)
-
-
-def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """Move pixels: output pixel p reads ``images`` at p + displacement (in pixels), bilinear.
-
-    images (B, C, S, S); displacement (B, 2, S, S) as (dx, dy).
-    """
-    _batch, _, height, width = images.shape
-    ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=images.dtype),
-                            torch.arange(width, device=images.device, dtype=images.dtype), indexing="ij")
-    x = xs + displacement[:, 0]
-    y = ys + displacement[:, 1]
-    grid = torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)  # (B, S, S, 2)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
 def left_padded(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Right-padded rows (B, T) -> the same rows with their padding first, so every row's last
     token sits at the end (the decoder then always reads a sentence that ends where it starts)."""
     length = mask.sum(dim=1, keepdim=True)  # (B, 1)
     index = (torch.arange(ids.shape[1], device=ids.device)[None] + length) % ids.shape[1]
     return ids.gather(1, index)
-
-
-def separable_shift(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
-    """Each output pixel p = sum over (i, j) of ky[i](p) kx[j](p) images(p + (j - r, i - r)).
-
-    images (B, C, S, S); kx, ky (B, K, S, S) with K = 2r + 1, each summing to 1 over K: a per-pixel
-    separable kernel, i.e. a displacement of up to r pixels each way (a one-hot pair is an exact
-    shift) or a blend of them. Outside the image reads the nearest edge pixel.
-    """
-    height = images.shape[-2]
-    k = kx.shape[1]
-    r = k // 2
-    padded = F.pad(images, (r, r, r, r), mode="replicate")
-    weights_x = kx.permute(0, 2, 3, 1).unsqueeze(1)  # (B, 1, S, S, K)
-    out = None
-    for i in range(k):  # one vertical offset at a time: a (B, C, S, S, K) view, never the K x K patches
-        rows = padded[:, :, i:i + height].unfold(3, k, 1)  # (B, C, S, S, K): horizontal offsets
-        term = ky[:, i:i + 1] * (rows * weights_x).sum(dim=-1)
-        out = term if out is None else out + term
-    return out
-
-
-def weighted_l1(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute error, each pixel weighted by ``weights`` (broadcast over channels) when given."""
-    error = (predicted - target).abs()
-    if weights is None:
-        return error.mean()
-    weights = weights.expand_as(error)
-    return (error * weights).sum() / weights.sum()
-
-
-def edge_loss(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 between the horizontal and vertical pixel differences of two image batches (weighted like
-    :func:`weighted_l1`, a difference taking the larger weight of its two pixels)."""
-    def grads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-    (px, py), (tx, ty) = grads(predicted), grads(target)
-    if weights is None:
-        return (px - tx).abs().mean() + (py - ty).abs().mean()
-    wx = torch.maximum(weights[..., :, 1:], weights[..., :, :-1])
-    wy = torch.maximum(weights[..., 1:, :], weights[..., :-1, :])
-    return weighted_l1(px, tx, wx) + weighted_l1(py, ty, wy)
 
 
 class StoryContinuation(nn.Module):

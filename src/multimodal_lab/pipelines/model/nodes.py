@@ -35,6 +35,7 @@ def train_model(
     *,
     family: str,
     variant: str | None = None,
+    metrics_prefix: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build the family's model from its config and train it with the shared loop.
 
@@ -51,6 +52,8 @@ def train_model(
         family: the family's registry name.
         variant: one of the family's variants: its switches override ``model_params``, and
             its live metrics go to MLflow as ``<variant>/<metric>``.
+        metrics_prefix: the MLflow prefix of the live metrics instead (e.g. ``vae/seed1/``
+            for a repeat with another seed).
 
     Returns:
         The trained model (best validation weights) and the training history.
@@ -100,7 +103,9 @@ def train_model(
             raise ValueError(f"params:{family}.train.validation_records is set but {family} has no task metric; "
                              "set it to 0 and select on val_loss")
         validate = spec.validator(model, val_records, train_config.validation_records, train_config.seed)
-    logger = mlflow_metrics_logger(prefix=f"{variant}/" if variant else "", every=10)
+    if metrics_prefix is None:
+        metrics_prefix = f"{variant}/" if variant else ""
+    logger = mlflow_metrics_logger(prefix=metrics_prefix, every=10)
     result = train(model, train_set, val_set, collate, train_config, log_metrics=logger, validate=validate)
     if train_config.checkpoint_dir:
         # The finished model is saved (versioned) by the catalog; its resume points are
@@ -198,11 +203,86 @@ def report_model(evaluation, training: dict[str, Any], model_params: dict[str, A
                          description=spec.description)
 
 
+def _model_row(evaluation) -> dict[str, float]:
+    row = evaluation.metrics.set_index("condition").loc["model"].drop("kind")
+    return {k: float(v) for k, v in row.items()}
+
+
+def repeat_top_variants(
+    train_records: pd.DataFrame, val_records: pd.DataFrame, eval_records: pd.DataFrame, tokenizer,
+    model_params: dict[str, Any], train_params: dict[str, Any], eval_params: dict[str, Any],
+    ingest_params: dict[str, Any], compare_params: dict[str, Any], *, family: str, split: str = "test",
+    **evaluations: Any,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Train and evaluate the best variants again with other seeds (``params:<family>.compare``).
+
+    Args:
+        evaluations: ``evaluation__<variant>`` of every variant; the ``top`` best by the
+            family's headline metric (variants without it, e.g. a text-only floor, are not
+            ranked) are repeated.
+
+    Returns:
+        ``{variant: {seed: {metric: value}}}`` with the model row of every seed, the first
+        run's seed included; empty when no repeats are asked for.
+    """
+    from multimodal_lab.families.base import SeedRepeats
+    from multimodal_lab.training.loop import TrainConfig
+
+    spec = get_family(family)
+    settings = from_params(SeedRepeats, compare_params, where=f"params:{family}.compare")
+    if not settings.top or not settings.seeds:
+        return {}
+    metric = spec.headline_metric
+    if metric is None:
+        raise ValueError(f"{family} has no headline_metric to rank its variants by; set params:{family}.compare.seeds "
+                         "to []")
+    scores = {name.removeprefix("evaluation__"): _model_row(evaluation).get(metric, math.nan)
+              for name, evaluation in evaluations.items()}
+    ranked = sorted((v for v, score in scores.items() if score == score),
+                    key=lambda v: -scores[v] if spec.headline_higher_is_better else scores[v])
+    first_seed = from_params(TrainConfig, train_params, where=f"params:{family}.train").seed
+    repeats: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in ranked[:settings.top]:
+        repeats[variant] = {str(first_seed): _model_row(evaluations[f"evaluation__{variant}"])}
+        for seed in settings.seeds:
+            if seed == first_seed:
+                continue
+            log.info("%s: training %s again with seed %d", family, variant, seed)
+            model, _ = train_model(train_records, val_records, tokenizer, model_params, {**train_params, "seed": seed},
+                                   ingest_params, family=family, variant=variant,
+                                   metrics_prefix=f"{variant}/seed{seed}/")
+            evaluation, _, _, _ = evaluate_model(model, eval_records, train_records, eval_params, family=family,
+                                                 split=split)
+            repeats[variant][str(seed)] = _model_row(evaluation)
+    return repeats
+
+
+def _seed_table(repeats: dict[str, dict[str, dict[str, float]]], metric: str, higher: bool) -> tuple[pd.DataFrame, str]:
+    """Rows ``<variant> (seed <s>)`` for the report and one sentence: does the winner win on every seed?"""
+    rows = [{"condition": f"{variant} (seed {seed})", "kind": "model", **values}
+            for variant, seeds in repeats.items() for seed, values in seeds.items()]
+    variants = list(repeats)
+    parts = [f"{v}: " + ", ".join(f"seed {s} {vals.get(metric, math.nan):.4g}" for s, vals in repeats[v].items())
+             for v in variants]
+    note = f"Seeds ({metric}, the top {len(variants)} trained again): " + "; ".join(parts) + "."
+    if len(variants) >= 2:
+        a, b = variants[:2]
+        common = [s for s in repeats[a] if s in repeats[b]]
+        better = [(repeats[a][s][metric] > repeats[b][s][metric]) == higher for s in common]
+        note += (f" {a} beats {b} on every seed." if all(better) else
+                 f" {a} beats {b} on {sum(better)} of {len(common)} seeds: the order is within seed noise.")
+    return pd.DataFrame(rows), note
+
+
 def compare_variants(*, family: str, split: str = "test", model_params: dict[str, Any], train_params: dict[str, Any],
-                     eval_params: dict[str, Any], **results: Any) -> tuple[dict[str, float], pd.DataFrame, list, str]:
+                     eval_params: dict[str, Any], repeats: dict[str, dict[str, dict[str, float]]] | None = None,
+                     **results: Any) -> tuple[dict[str, float], pd.DataFrame, list, str]:
     """Put every variant's evaluation in one table and one report (the family's ``compare``).
 
     Args:
+        repeats: :func:`repeat_top_variants`' figures: rows ``<variant> (seed <s>)`` join the
+            table, ``<variant>/seed<s>/<metric>`` the metrics, and a note says whether the
+            winner wins on every seed.
         results: ``evaluation__<variant>`` (the evaluate node's full evaluation) and
             ``training__<variant>`` (the training history) of every variant.
 
@@ -218,6 +298,12 @@ def compare_variants(*, family: str, split: str = "test", model_params: dict[str
     histories = {name: results[f"training__{name}"]["history"] for name in spec.variants}
     combined, flat = spec.compare(evaluations, split=split)
     flat = {k: float(v) for k, v in flat.items()}
+    if repeats:
+        table, note = _seed_table(repeats, spec.headline_metric, spec.headline_higher_is_better)
+        combined.metrics = pd.concat([combined.metrics, table], ignore_index=True)
+        combined.notes.append(note)
+        flat.update({f"{v}/seed{s}/{k}": float(x) for v, seeds in repeats.items() for s, vals in seeds.items()
+                     for k, x in vals.items()})
     log.info("%s comparison: %s", family, {k: round(v, 4) for k, v in flat.items() if "/control_" not in k})
     params = {"model": model_params, "train": train_params, "evaluation": eval_params,
               "variants": dict(spec.variants)}

@@ -12,7 +12,7 @@ from kedro.pipeline import Pipeline, node
 
 from multimodal_lab.families import get_family
 
-from .nodes import compare_variants, evaluate_model, report_model, train_model
+from .nodes import compare_variants, evaluate_model, repeat_top_variants, report_model, train_model
 
 
 def _bind(func, family: str, **kwargs):
@@ -84,7 +84,9 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
     a variant overrides only its switches). Each variant's model and training history are
     versioned (``<family>.<variant>.model``, ``.training``); its evaluation is passed in
     memory to the comparison, which writes ``<family>.metrics`` (keys ``<variant>/<metric>``),
-    ``.metrics_table``, ``.samples`` and one ``.report``.
+    ``.metrics_table``, ``.samples`` and one ``.report``. Before it, the best variants are
+    trained again with the seeds of ``params:<family>.compare`` (``<family>.seed_repeats``;
+    nothing when no seeds are given).
     """
     variants = list(get_family(family).variants)
     shared = {"params:model": f"params:{family}.model", "params:train": f"params:{family}.train",
@@ -100,10 +102,22 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
         )
         for variant in variants
     ]
-    inputs = {f"evaluation__{v}": f"{family}.{v}.evaluation" for v in variants}
+    evaluations = {f"evaluation__{v}": f"{family}.{v}.evaluation" for v in variants}
+    corpus_inputs = _corpus_inputs(corpus, eval_split)
+    repeat = node(
+        _bind(repeat_top_variants, family, split=eval_split),
+        {**{k: corpus_inputs[k] for k in ("train_records", "val_records", "eval_records", "tokenizer")},
+         "model_params": f"params:{family}.model", "train_params": f"params:{family}.train",
+         "eval_params": f"params:{family}.evaluation", "ingest_params": "params:ingest",
+         "compare_params": f"params:{family}.compare", **evaluations},
+        f"{family}.seed_repeats",
+        name=f"{family}.repeat_top_variants",
+        tags=family,
+    )
+    inputs = dict(evaluations)
     inputs.update({f"training__{v}": f"{family}.{v}.training" for v in variants})
     inputs.update({"model_params": f"params:{family}.model", "train_params": f"params:{family}.train",
-                   "eval_params": f"params:{family}.evaluation"})
+                   "eval_params": f"params:{family}.evaluation", "repeats": f"{family}.seed_repeats"})
     compare = node(
         _bind(compare_variants, family, split=eval_split),
         inputs,
@@ -111,4 +125,4 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
         name=f"{family}.compare_variants",
         tags=family,
     )
-    return sum(parts, Pipeline([])) + Pipeline([compare])
+    return sum(parts, Pipeline([])) + Pipeline([repeat, compare])
