@@ -246,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, check in spec["bars"]:
         met = all(check(r["metrics"]) for r in cold)
         print(f"bar {name} on every seed: {'met' if met else 'NOT met'}")
+    for r in cold:  # a family's best variants trained again with other seeds (params:<family>.compare)
+        repeated = sorted({key.split("/seed")[0] for key in r["metrics"] if "/seed" in key})
+        for variant in repeated:
+            seeds = sorted({key.split("/seed")[1].split("/")[0] for key in r["metrics"]
+                            if key.startswith(f"{variant}/seed")})
+            figures = "; ".join(f"seed {s}: " + ", ".join(
+                f"{name} {r['metrics'].get(f'{variant}/seed{s}/{metric}', float('nan')):.4g}"
+                for name, metric in (("MAE", "image_mae"), ("pos px", "position_error_px"),
+                                     ("ppl", "perplexity"), ("F1", "grounding_f1"))) for s in seeds)
+            print(f"run seed {r['seed']}, {variant} trained again: {figures}")
     worst_wall = max(r["wall_s"] for r in cold)
     if spec["wall_bar"] is not None:
         print(f"wall time (cold): max {worst_wall:.0f} s (bar <= {spec['wall_bar']} s: "

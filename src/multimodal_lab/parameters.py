@@ -65,7 +65,9 @@ def _block_classes() -> dict[str, Any]:
         if family.inference_params_class is not None:
             blocks[f"{name}_inference"] = family.inference_params_class
         if family.world_params:
-            blocks[family.world_params.removeprefix("params:")] = SceneWorldConfig
+            world = family.world_params.removeprefix("params:")
+            blocks[world] = SceneWorldConfig
+            blocks[world.rsplit(".", 1)[0] + ".story_reasoning"] = StoryReasoningConfig
     return blocks
 
 
@@ -139,7 +141,7 @@ def check_parameters(params: Mapping[str, Any],
     def visit(value: Any, path: str) -> None:
         if path in blocks:
             problem = _check_block(blocks[path], value, f"params:{path}",
-                                   path in SWITCHED or path.endswith(".scene_world"))
+                                   path in SWITCHED or path.endswith((".scene_world", ".story_reasoning")))
             if problem:
                 problems.append(problem)
             return

@@ -84,7 +84,7 @@ def test_metrics_have_every_variant_and_floor(continuation_run):
 def test_the_top_two_variants_are_trained_again_with_the_second_seed(continuation_run):
     data = continuation_run / "data"
     metrics = json.loads(_only_version(data / "08_reporting/story_continuation/metrics.json").read_text())
-    repeats = json.loads(_only_version(data / "08_reporting/story_continuation/seed_repeats.json").read_text())
+    repeats = json.loads(_only_version(data / "07_model_output/story_continuation/seed_repeats.json").read_text())
     # the two lowest test MAEs of the first seed, in order (the text-only floor has none)
     ranked = sorted(VARIANTS, key=lambda v: metrics[f"{v}/image_mae"])
     assert list(repeats) == ranked[:2]

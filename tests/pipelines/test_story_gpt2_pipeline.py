@@ -22,6 +22,12 @@ from project_copy import only_version as _only_version
 
 pytestmark = pytest.mark.slow
 
+#: Relative tolerance of the pins. The same code and seed on two machines of this project's kind,
+#: with the packages the install resolved on each day, gave perplexities and a final training loss
+#: that differ by up to 4e-5 relative (float sums in another order, e.g. another oneDNN kernel)
+#: while every other figure was equal; a change of data, seed or model moves them by far more.
+PIN_TOLERANCE = 1e-4
+
 #: ``conf/test`` story_gpt2 run, seed 0: metrics per condition (exact up to float noise).
 #: History: the move onto the family machinery left the landed main's figures unchanged
 #: (model perplexity 137.4074092160537 on the val split); the three-way split by family,
@@ -66,11 +72,11 @@ def test_metrics_of_the_same_seed_are_pinned(story_run):
     table = pd.read_csv(_only_version(project / "data/08_reporting/story_gpt2/metrics_table.csv"))
     table = table.set_index("condition")
     for (condition, metric), value in PINNED.items():
-        assert table.at[condition, metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (condition, metric)
+        assert table.at[condition, metric] == pytest.approx(value, rel=PIN_TOLERANCE, abs=1e-9), (condition, metric)
     training = json.loads(_only_version(project / "data/07_model_output/story_gpt2/training.json").read_text())
     last = training["history"][-1]
     for key, value in PINNED_FINAL_LOSSES.items():
-        assert last[key] == pytest.approx(value, rel=1e-6), key
+        assert last[key] == pytest.approx(value, rel=PIN_TOLERANCE), key
 
 
 def test_story_gpt2_writes_model_metrics_report_and_tracks_them(story_run):

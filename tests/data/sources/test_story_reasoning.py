@@ -11,6 +11,8 @@ import datasets
 import pytest
 from PIL import Image
 
+from story_reasoning_fixtures import FEATURES, frame_text, make_story
+
 from multimodal_lab.data.records import RECORD_COLUMNS
 from multimodal_lab.data.sources.story_reasoning import (
     StoryReasoningConfig,
@@ -20,30 +22,6 @@ from multimodal_lab.data.sources.story_reasoning import (
     strip_grounding,
     window_starts,
 )
-
-FEATURES = datasets.Features({
-    "story_id": datasets.Value("string"),
-    "images": datasets.List(datasets.Image()),
-    "frame_count": datasets.Value("int32"),
-    "chain_of_thought": datasets.Value("string"),
-    "story": datasets.Value("string"),
-})
-
-
-def frame_text(story: str, n: int) -> str:
-    return (f'<gdi image{n + 1}>\n  In frame {n + 1} of {story}, <gdo char1>James</gdo> '
-            f'<gda char1>walks</gda> past <gdo obj{n} bg2>a   table</gdo> near <gdl lm1>the tower</gdl>.\n</gdi>')
-
-
-def make_story(story_id: str, frames: int, missing: tuple[int, ...] = ()) -> dict:
-    return {
-        "story_id": story_id,
-        "images": [Image.new("RGB", (64, 48), (10 * i, 100, 200)) for i in range(frames)],
-        "frame_count": frames,
-        "chain_of_thought": "## Image 1\n### Characters\n| Character ID | Name |",
-        "story": "\n".join(frame_text(story_id, i) for i in range(frames) if i not in missing),
-    }
-
 
 TRAIN_FRAMES = {"101": 12, "102": 5, "103": 4, "104": 10}  # the train split of the fixture, frames per story
 

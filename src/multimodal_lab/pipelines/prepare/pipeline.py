@@ -64,7 +64,7 @@ def create_pipeline(**kwargs) -> Pipeline:
 
 
 def create_world_pipeline(prefix: str, corpus: str, world_params: str) -> Pipeline:
-    """A data chain of one family's own: its scene world -> ingest -> split -> one corpus and tokenizer.
+    """A data chain of one family's own: its sources -> ingest -> split -> one corpus and tokenizer.
 
     For a family that needs far more of one corpus than the shared preparation draws
     (story_continuation's thousands of sequences), without the main job paying for it.
@@ -77,15 +77,22 @@ def create_world_pipeline(prefix: str, corpus: str, world_params: str) -> Pipeli
         prefix: dataset name prefix, e.g. ``story_continuation_data``.
         corpus: the corpus namespace whose ``params:<corpus>.corpus`` block selects the records.
         world_params: the parameter key of the scene-world config, e.g.
-            ``params:story_continuation.data.scene_world``.
+            ``params:story_continuation.data.scene_world``. Its sibling ``story_reasoning``
+            (e.g. ``params:story_continuation.data.story_reasoning``, off unless ``enabled``)
+            adds StoryReasoning's windows to the same chain (the ``gpu`` environment's corpus).
     """
     from multimodal_lab.pipelines.ingest.nodes import ingest_records
-    from multimodal_lab.pipelines.sources.nodes import load_scene_world
+    from multimodal_lab.pipelines.sources.nodes import load_scene_world, load_story_reasoning, merge_sources
 
     out = f"{prefix}.{corpus}"
+    story_reasoning = world_params.rsplit(".", 1)[0] + ".story_reasoning"
     return Pipeline(
         [
-            node(load_scene_world, world_params, f"{prefix}.raw_records", name=f"{prefix}.load_scene_world"),
+            node(load_scene_world, world_params, f"{prefix}.scene_world_records", name=f"{prefix}.load_scene_world"),
+            node(load_story_reasoning, story_reasoning, f"{prefix}.story_reasoning_records",
+                 name=f"{prefix}.load_story_reasoning"),
+            node(merge_sources, [f"{prefix}.scene_world_records", f"{prefix}.story_reasoning_records"],
+                 f"{prefix}.raw_records", name=f"{prefix}.merge_sources"),
             node(ingest_records, [f"{prefix}.raw_records", "params:ingest"],
                  [f"{prefix}.accepted_records", f"{prefix}.ingest_rejected_records", f"{prefix}.ingest_summary"],
                  name=f"{prefix}.ingest_records"),
