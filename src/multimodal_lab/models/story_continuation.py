@@ -297,14 +297,15 @@ class ImageUNet(nn.Module):
         x = self.up2(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s2], dim=1))
         x = self.up1(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), s1], dim=1))
         out = self.head(x)
-        rgb = torch.sigmoid(out[:, :3])
+        if self.pixel_paint:
+            base = torch.logit(last.clamp(1e-3, 1 - 1e-3))  # (B, 3, S, S): the 4th frame's colours
+            # the U-Net's features are read, not trained, by the painted layer: its own loss
+            # would otherwise pull them away from choosing the motion
+            rgb = torch.sigmoid(base + self.paint(torch.cat([x.detach(), raw * 2 - 1], dim=1)))
+        else:
+            rgb = torch.sigmoid(out[:, :3])
         if self.decoder == "kernel":
             k = 2 * self.radius + 1
-            if self.pixel_paint:
-                base = torch.logit(last.clamp(1e-3, 1 - 1e-3))  # (B, 3, S, S): the 4th frame's colours
-                # the U-Net's features are read, not trained, by the painted layer: its own loss
-                # would otherwise pull them away from choosing the motion
-                rgb = torch.sigmoid(base + self.paint(torch.cat([x.detach(), raw * 2 - 1], dim=1)))
             source_logits, x_logits, y_logits = out[:, 3:6], out[:, 6:6 + k], out[:, 6 + k:]  # (B, 3|K|K, S, S)
             if evidence is not None:
                 x_logits = x_logits + self.evidence_scale[0] * evidence[:, :k]
