@@ -234,6 +234,24 @@ def test_motion_evidence_scores_the_offset_that_keeps_the_velocity():
     assert float(evidence[:, 2, 2].max()) < 1e-3
 
 
+@pytest.mark.parametrize("scale, moved", [(5.0, True), (0.0, False)])
+def test_an_untrained_kernel_head_already_follows_the_evidence(tokenizer, scale, moved):
+    """With evidence_scale_init 5 training starts from "keep the velocity the evidence shows": an
+    untrained model already draws a square's leading part where it goes; at 0 it copies the 4th frame."""
+    torch.manual_seed(0)
+    model = StoryContinuation(tiny(image_size=32, evidence_scale_init=scale), tokenizer).eval()
+    frames = _square_frames([(1, 8), (7, 8), (13, 8), (19, 8)], size=32)[None]  # 6 px to the right per frame
+    ids = torch.full((1, 4, 4), 5)
+    with torch.no_grad():
+        encoded = model.encode(frames, ids, torch.ones_like(ids))
+        image = model.predict_image(encoded)[0]
+    leading = image[:, 8:13, 25:30]  # where the square goes next (the 4th frame shows background there)
+    red = torch.tensor([0.9, 0.1, 0.1])[:, None, None].expand_as(leading)
+    grey = torch.full_like(leading, 0.5)
+    torch.testing.assert_close(leading, red if moved else grey)
+    torch.testing.assert_close(image[:, 0:5], frames[0, 3, :, 0:5])  # the still background stays
+
+
 def test_best_source_keeps_the_move_unless_another_source_is_clearly_better():
     from multimodal_lab.models.story_continuation import best_source
 
