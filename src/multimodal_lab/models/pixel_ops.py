@@ -52,29 +52,31 @@ def motion_evidence(f3: torch.Tensor, f4: torch.Tensor, radius: int, scale: floa
     difference, so it scores at most 1/4.
 
     Args:
-        f3, f4: the 3rd and 4th frames (B, 3, S, S) in [0, 1].
+        f3, f4: the 3rd and 4th frames (B, 3, S, S) in [0, 1] (input data: no gradient flows back
+            to them).
 
     Returns:
         (B, 2K, S, S), K = 2·radius + 1: the x offsets' scores, then the y offsets'.
     """
-    size = f4.shape[-1]
-    scores = []
-    for axis in (-1, -2):
-        # read shifted copies as slices of edge-replicated frames (no copies of whole frames)
-        pad = (radius, radius, 0, 0) if axis == -1 else (0, 0, radius, radius)
-        padded4 = F.pad(f4, pad, mode="replicate")
-        padded3 = F.pad(f3, tuple(2 * p for p in pad), mode="replicate")
+    with torch.no_grad():  # a function of the input frames only
+        size = f4.shape[-1]
+        scores = []
+        for axis in (-1, -2):
+            # read shifted copies as slices of edge-replicated frames (no copies of whole frames)
+            pad = (radius, radius, 0, 0) if axis == -1 else (0, 0, radius, radius)
+            padded4 = F.pad(f4, pad, mode="replicate")
+            padded3 = F.pad(f3, tuple(2 * p for p in pad), mode="replicate")
 
-        def at(padded: torch.Tensor, start: int, axis: int = axis) -> torch.Tensor:
-            return padded[..., start:start + size] if axis == -1 else padded[..., start:start + size, :]
+            def at(padded: torch.Tensor, start: int, axis: int = axis) -> torch.Tensor:
+                return padded[..., start:start + size] if axis == -1 else padded[..., start:start + size, :]
 
-        for o in range(-radius, radius + 1):
-            here = at(padded4, o + radius)
-            # the mean over the 3 channels, as a sum scaled once
-            agree = (here - at(padded3, 2 * o + 2 * radius)).abs_().sum(dim=1).mul_(-1.0 / (3 * scale)).exp_()
-            changed = (here - at(padded3, o + 2 * radius)).abs_().sum(dim=1).mul_(-1.0 / (3 * scale)).exp_()
-            scores.append(agree.mul_(changed.neg_().add_(1.0)))
-    return torch.stack(scores, dim=1)
+            for o in range(-radius, radius + 1):
+                here = at(padded4, o + radius)
+                # the mean over the 3 channels, as a sum scaled once
+                agree = (here - at(padded3, 2 * o + 2 * radius)).abs_().sum(dim=1).mul_(-1.0 / (3 * scale)).exp_()
+                changed = (here - at(padded3, o + 2 * radius)).abs_().sum(dim=1).mul_(-1.0 / (3 * scale)).exp_()
+                scores.append(agree.mul_(changed.neg_().add_(1.0)))
+        return torch.stack(scores, dim=1)
 
 
 def warp(images: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
