@@ -11,8 +11,9 @@
   derangement): agreement that survives it is not agreement.
 * **Images** (:func:`image_scores`): the share of near-black images (mean brightness below
   ``dark``) and of near-blank ones (pixel standard deviation below ``flat``), and FID and KID
-  computed on the judge's pooled features (:func:`judge_fid`), against real engravings, so no
-  weights are downloaded; real-vs-real (two disjoint halves of real images) is the reference line.
+  computed on the judge's pooled features (:func:`judge_fid`; KID on them scaled to unit length),
+  against real engravings, so no weights are downloaded; real-vs-real (two disjoint halves of real
+  images) is the reference line.
 * **Captions as a population** (:func:`caption_population_scores`): parse rate, the share of
   distinct captions, and the total-variation distance between the (shape, size) histograms of
   the generated captions and of real ones.
@@ -109,22 +110,28 @@ def image_scores(images: np.ndarray | torch.Tensor, dark: float = 0.1, flat: flo
 
 
 class _JudgeFeatures(torch.nn.Module):
-    """The judge's pooled features as a torchmetrics feature extractor (float images in [0, 1])."""
+    """The judge's pooled features as a torchmetrics feature extractor (float images in [0, 1]).
 
-    def __init__(self, judge: ArtJudge) -> None:
+    ``unit``: each feature vector scaled to length 1, for KID, whose polynomial kernel
+    (x.y / d + 1)^3 on the raw, unbounded features is dominated by their norms."""
+
+    def __init__(self, judge: ArtJudge, unit: bool = False) -> None:
         super().__init__()
         self.judge = judge
+        self.unit = unit
         self.num_features = judge.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.judge.features(images.float())
+            features = self.judge.features(images.float())
+            return torch.nn.functional.normalize(features, dim=1) if self.unit else features
 
 
 @torch.no_grad()
 def judge_fid(judge: ArtJudge, real: np.ndarray | torch.Tensor, generated: np.ndarray | torch.Tensor,
               kid_subset: int = 100, batch_size: int = 256) -> dict[str, float]:
-    """FID and KID (mean) between two image sets in the judge's feature space (torchmetrics)."""
+    """FID (on the judge's pooled features) and KID (mean over subsets, on the same features scaled to
+    unit length) between two image sets, with torchmetrics."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -134,10 +141,9 @@ def judge_fid(judge: ArtJudge, real: np.ndarray | torch.Tensor, generated: np.nd
     was_training = judge.training
     judge.eval()
     try:
-        features = _JudgeFeatures(judge)
         subset = min(kid_subset, len(real), len(generated))
-        fid = FrechetInceptionDistance(feature=features, normalize=True)
-        kid = KernelInceptionDistance(feature=features, subset_size=subset, normalize=True)
+        fid = FrechetInceptionDistance(feature=_JudgeFeatures(judge), normalize=True)
+        kid = KernelInceptionDistance(feature=_JudgeFeatures(judge, unit=True), subset_size=subset, normalize=True)
         for images, is_real in ((real, True), (generated, False)):
             for start in range(0, len(images), batch_size):
                 chunk = images[start:start + batch_size]
