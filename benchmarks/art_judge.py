@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import resource
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_model  # benchmarks/ is the script's folder
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +33,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from multimodal_lab.data.scene_world import SceneWorldConfig, engraving_record  # noqa: E402
 from multimodal_lab.evaluation.art import real_vs_real  # noqa: E402
 from multimodal_lab.models.art_judge import ArtJudgeConfig, objects_of, train_judge  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def render(count: int, seed: int, size: int) -> tuple[np.ndarray, list[frozenset]]:

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import psutil
+from machine import cpu_model  # benchmarks/ is the script's folder
 
 # which way each metric is better, for the "best/<metric>" figure over a family's variants
 from multimodal_lab.families.story_continuation import DIRECTION as BEST_DIRECTION
@@ -86,17 +87,6 @@ CONTINUATION_VARIANTS = tuple(VARIANTS)
 
 LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input", "06_models",
           "07_model_output", "08_reporting")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def project_copy(parent: Path) -> Path:
