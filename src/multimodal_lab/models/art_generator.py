@@ -39,6 +39,7 @@ from multimodal_lab.models.story_gpt2 import _prepare_tokenizer
 
 FAMILY = "art_generator"
 FORMAT_VERSION = 1
+GENERATE_CHUNK = 64  # latents decoded together: always this many rows (see SeedVAE.generate)
 
 
 @dataclass
@@ -152,14 +153,28 @@ class SeedVAE(nn.Module):
 
     @torch.no_grad()
     def generate(self, seeds: Sequence[int]) -> tuple[np.ndarray, list[str]]:
-        """Seeds -> engravings (N, S, S, 3) uint8 and captions, from latents drawn from the prior."""
+        """Seeds -> engravings (N, S, S, 3) uint8 and captions, from latents drawn from the prior.
+
+        The latents go through the decoders in chunks of exactly ``GENERATE_CHUNK`` rows (the last
+        one padded with zeros, which are dropped): a matrix product over 1 row and over 250 rows
+        can round differently (measured: 1e-6, enough to change a pixel's byte), over the same
+        number of rows it does not, so a seed's sample is the same byte for byte in any batch.
+        """
         was_training = self.training
         self.eval()
         try:
             device = next(self.parameters()).device
-            image, logits = self.decode(latents_for_seeds(seeds, self.config.latent_dim, device))
-            pixels = image.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            return pixels, [self._caption(row) for row in logits.argmax(dim=-1).tolist()]
+            latents = latents_for_seeds(seeds, self.config.latent_dim, device)
+            images, captions = [], []
+            for start in range(0, len(latents), GENERATE_CHUNK):
+                chunk = latents[start:start + GENERATE_CHUNK]
+                count = len(chunk)
+                if count < GENERATE_CHUNK:
+                    chunk = torch.cat([chunk, chunk.new_zeros(GENERATE_CHUNK - count, chunk.shape[1])])
+                image, logits = self.decode(chunk)
+                images.append(image[:count].mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+                captions += [self._caption(row) for row in logits[:count].argmax(dim=-1).tolist()]
+            return np.concatenate(images), captions
         finally:
             self.train(was_training)
 
