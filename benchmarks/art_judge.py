@@ -35,12 +35,14 @@ from multimodal_lab.evaluation.art import real_vs_real  # noqa: E402
 from multimodal_lab.models.art_judge import ArtJudgeConfig, objects_of, train_judge  # noqa: E402
 
 
-def render(count: int, seed: int, size: int) -> tuple[np.ndarray, list[frozenset]]:
+def render(count: int, seed: int, size: int, captions: bool = False):
+    """``count`` scene-world engravings (N, S, S, 3) uint8, their object sets (and captions)."""
     config = SceneWorldConfig(seed=seed, n_scenes=0, n_engravings=count, n_sequences=0, image_size=size,
                               damaged_fraction=0.0, bad_license_fraction=0.0)
     records = [engraving_record(config, i) for i in range(count)]
     images = np.stack([np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")) for r in records])
-    return images, [objects_of(r["metadata"]) for r in records]
+    objects = [objects_of(r["metadata"]) for r in records]
+    return (images, objects, [r["caption"] for r in records]) if captions else (images, objects)
 
 
 def main(argv: list[str] | None = None) -> int:
