@@ -15,7 +15,6 @@ and the peak memory.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import resource
 import sys
@@ -25,24 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import cpu_model  # benchmarks/ is the script's folder
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from multimodal_lab.data.scene_world import SceneWorldConfig, engraving_record  # noqa: E402
-from multimodal_lab.evaluation.art import real_vs_real  # noqa: E402
-from multimodal_lab.models.art_judge import ArtJudgeConfig, objects_of, train_judge  # noqa: E402
-
-
-def render(count: int, seed: int, size: int, captions: bool = False):
-    """``count`` scene-world engravings (N, S, S, 3) uint8, their object sets (and captions)."""
-    config = SceneWorldConfig(seed=seed, n_scenes=0, n_engravings=count, n_sequences=0, image_size=size,
-                              damaged_fraction=0.0, bad_license_fraction=0.0)
-    records = [engraving_record(config, i) for i in range(count)]
-    images = np.stack([np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")) for r in records])
-    objects = [objects_of(r["metadata"]) for r in records]
-    return (images, objects, [r["caption"] for r in records]) if captions else (images, objects)
+from multimodal_lab.evaluation.art import real_engravings, real_vs_real  # noqa: E402
+from multimodal_lab.models.art_judge import ArtJudgeConfig, train_judge  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     config = ArtJudgeConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
     print(f"art judge: {cpu_model()}, {args.threads} threads, torch {torch.__version__}")
     start = time.perf_counter()
-    train_images, train_objects = render(args.train, 0, config.image_size)
-    test_images, test_objects = render(args.test, 1, config.image_size)
+    train_images, train_objects, _ = real_engravings(args.train, 0, config.image_size)
+    test_images, test_objects, _ = real_engravings(args.test, 1, config.image_size)
     render_s = time.perf_counter() - start
     judge, history = train_judge(train_images, train_objects, config, log_every=0)
     read = judge.read(test_images)

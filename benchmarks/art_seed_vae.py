@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from art_judge import render  # benchmarks/ is the script's folder
-from machine import cpu_model
+from machine import cpu_model  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -57,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"seed_vae: {cpu_model()}, {args.threads} threads, torch {torch.__version__}")
-    images, objects, captions = render(args.train, 0, 64, captions=True)
-    test_images, test_objects = render(args.test, 1, 64)
+    images, objects, captions = art.real_engravings(args.train, 0, 64)
+    test_images, test_objects, _ = art.real_engravings(args.test, 1, 64)
     tokenizer = word_tokenizer(captions)
     encoded = tokenizer([c.lower() for c in captions], padding=True, return_tensors="pt")
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255

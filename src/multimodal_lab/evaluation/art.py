@@ -34,6 +34,23 @@ from multimodal_lab.models.art_judge import SIZE_NAMES, ArtJudge, Objects, as_fl
 _PLURALS = {f"{shape}s": shape for shape in SHAPES} | {"crosses": "cross"}
 
 
+def real_engravings(count: int, seed: int = 0, size: int = 64) -> tuple[np.ndarray, list[Objects], list[str]]:
+    """``count`` scene-world engravings rendered directly (no licence or damage draws): images
+    (N, S, S, 3) uint8, their (shape, size) object sets and their captions."""
+    import io
+
+    from PIL import Image
+
+    from multimodal_lab.data.scene_world import SceneWorldConfig, engraving_record
+    from multimodal_lab.models.art_judge import objects_of
+
+    config = SceneWorldConfig(seed=seed, n_scenes=0, n_engravings=count, n_sequences=0, image_size=size,
+                              damaged_fraction=0.0, bad_license_fraction=0.0)
+    records = [engraving_record(config, i) for i in range(count)]
+    images = np.stack([np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")) for r in records])
+    return images, [objects_of(r["metadata"]) for r in records], [str(r["caption"]) for r in records]
+
+
 def parse_caption(text: str, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZE_NAMES,
                   colours: Sequence[str] = COLOURS) -> Objects | None:
     """The (shape, size) set a caption names, or None when it does not parse under the scene grammar.

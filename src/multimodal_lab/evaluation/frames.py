@@ -170,7 +170,9 @@ def object_metrics(predicted: np.ndarray, true: np.ndarray, metadata: Sequence[M
 
 
 def _as_float_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    from multimodal_lab.models.preprocess import arrays_to_tensor
+
+    return arrays_to_tensor(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 def pixel_metrics(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:

@@ -34,6 +34,7 @@ from torch import nn
 from multimodal_lab.config import from_params
 from multimodal_lab.data.scene_render import SHAPES
 from multimodal_lab.data.scene_world import SIZES
+from multimodal_lab.models.preprocess import arrays_to_tensor
 from multimodal_lab.models.saving import load_weights, read_config, save_directory
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def as_float_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     if images.dtype == torch.uint8:
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (B, S, S, 3), got {tuple(images.shape)}")
-        return images.permute(0, 3, 1, 2).float().div_(255.0)
+        return arrays_to_tensor(images)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"float images must be (B, 3, S, S), got {tuple(images.shape)}")
     return images.float()
