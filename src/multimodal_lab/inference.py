@@ -417,6 +417,59 @@ class Continuer:
         return {"image": to_pil(model.predict_image(encoded)), "sentence": sentence, "samples": draws}
 
 
+class ArtGenerator:
+    """A loaded art_generator model: seeds in, engravings and their captions out.
+
+    The same seed gives the same PNG bytes and caption on CPU whatever the batch it is drawn
+    in, its place there and the thread count (every seed has its own random numbers, and
+    samples are decoded in fixed-size chunks).
+
+    Args:
+        model: a trained ``ArtComposer`` (the default design) or ``SeedVAE``.
+        device: where to run; None = CPU, where the bytes are reproducible (on a GPU the
+            same seed gives the same caption and layout, but pixels may differ in the last bit).
+    """
+
+    def __init__(self, model, device: str | torch.device | None = None) -> None:
+        if not hasattr(model, "generate") or not hasattr(model, "tokenizer"):
+            raise TypeError(f"ArtGenerator needs an art_generator design (composer or seed_vae), got "
+                            f"{type(model).__name__}")
+        self.device = torch.device(device or "cpu")
+        self.model = model.to(self.device).eval()
+
+    def to(self, device: str | torch.device) -> ArtGenerator:
+        """Move the model to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def generate(self, seed: int, settings: GenerationSettings | None = None) -> tuple[Image.Image, str, dict]:
+        """One seed -> (PIL image, caption, metadata)."""
+        return self.generate_batch([seed], settings)[0]
+
+    def generate_batch(self, seeds: Sequence[int], settings: GenerationSettings | None = None,
+                       ) -> list[tuple[Image.Image, str, dict]]:
+        """Seeds -> one (PIL image, caption, metadata) per seed, in order.
+
+        ``settings``: how the composer samples its caption (default: sampling with top_p 0.9,
+        the evaluation's setting); metadata: the seed, the design and, for the composer, the
+        layout it drew (backdrop; each object's shape, size, tone, centre and radius).
+        """
+        from multimodal_lab.models.art_composer import ArtComposer, default_sampling
+
+        seeds = [int(s) for s in seeds]
+        model = self.model
+        settings = settings or default_sampling()
+        if isinstance(model, ArtComposer):
+            images, captions, layouts = model.generate(seeds, settings, with_layouts=True)
+            extra = [{"design": "composer", **model.describe_layout(layout)} for layout in layouts]
+        else:
+            images, captions = model.generate(seeds, settings)
+            extra = [{"design": "seed_vae"} for _ in seeds]
+        return [(Image.fromarray(image), caption, {"seed": seed, **meta})
+                for seed, image, caption, meta in zip(seeds, images, captions, extra)]
+
+
 def _pil_batch(images: Image.Image | Sequence[Image.Image]) -> list[Image.Image]:
     batch = [images] if isinstance(images, Image.Image) else list(images)
     for index, image in enumerate(batch):

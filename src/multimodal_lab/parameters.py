@@ -64,6 +64,7 @@ def _block_classes() -> dict[str, Any]:
             blocks[f"{name}.compare"] = SeedRepeats
         if family.inference_params_class is not None:
             blocks[f"{name}_inference"] = family.inference_params_class
+        blocks.update(family.parameter_blocks)
         if family.world_params:
             world = family.world_params.removeprefix("params:")
             blocks[world] = SceneWorldConfig

@@ -39,13 +39,13 @@ def test_shapes_and_targets(tokenizer):
     model = SeedVAE(tiny(), tokenizer)
     images, ids, mask, _ = batch(tokenizer)
     out = model(images, ids, mask)
-    assert out["image"].shape == (4, 3, 16, 16) and set(out) >= {"loss", "mse", "caption_ce", "kl"}
+    assert out.image.shape == (4, 3, 16, 16) and all(float(v) >= 0 for v in (out.mse, out.caption_ce, out.kl))
     targets = model.caption_targets(ids, mask)
     assert targets.shape == (4, 10)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     assert targets[0].tolist()[:8] == tokenizer("an old print of a small star")["input_ids"] + [eos]
     assert targets[0, 8:].tolist() == [pad] * 2
-    out["loss"].backward()
+    out.loss.backward()
 
 
 def test_the_loss_falls_and_captions_are_learned(tokenizer):
@@ -57,9 +57,9 @@ def test_the_loss_falls_and_captions_are_learned(tokenizer):
     for _ in range(150):
         out = model(images, ids, mask, generator=torch.Generator().manual_seed(len(losses)))
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
-        losses.append(float(out["loss"].detach()))
+        losses.append(float(out.loss.detach()))
     assert losses[-1] < 0.2 * losses[0]
     model.eval()
     with torch.no_grad():

@@ -51,12 +51,13 @@ def real_engravings(count: int, seed: int = 0, size: int = 64) -> tuple[np.ndarr
     return images, [objects_of(r["metadata"]) for r in records], [str(r["caption"]) for r in records]
 
 
-def parse_caption(text: str, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZE_NAMES,
-                  colours: Sequence[str] = COLOURS) -> Objects | None:
-    """The (shape, size) set a caption names, or None when it does not parse under the scene grammar.
+def caption_objects(text: str, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZE_NAMES,
+                    colours: Sequence[str] = COLOURS, *, strict: bool = True) -> list[tuple[str, str]] | None:
+    """The (shape, size) pairs a caption names, in its order, under the scene grammar.
 
-    An object is ``<size> [<colour>] <shape>``; a shape named without a size just before it, a
-    shape named twice, or no shape at all makes the caption unparseable.
+    An object is ``<size> [<colour>] <shape>``. ``strict``: a shape named without a size just
+    before it, a shape named twice, or no shape at all gives None. Not strict: such shapes are
+    skipped (a shape's first sized mention counts), and no object gives [].
     """
     words = re.findall(r"[a-z]+", text.lower())
     shape_set, size_set, colour_set = set(shapes), set(sizes), set(colours)
@@ -69,9 +70,21 @@ def parse_caption(text: str, shapes: Sequence[str] = SHAPES, sizes: Sequence[str
         if before and before[-1] in colour_set:
             before = before[:-1]
         if not before or before[-1] not in size_set or shape in found:
-            return None
+            if strict:
+                return None
+            continue
         found[shape] = before[-1]
-    return frozenset(found.items()) if found else None
+    if strict and not found:
+        return None
+    return list(found.items())
+
+
+def parse_caption(text: str, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZE_NAMES,
+                  colours: Sequence[str] = COLOURS) -> Objects | None:
+    """The (shape, size) set a caption names, or None when it does not parse under the scene grammar
+    (see :func:`caption_objects`)."""
+    found = caption_objects(text, shapes, sizes, colours)
+    return frozenset(found) if found else None
 
 
 def agreement_scores(captions: Sequence[str], judged: Sequence[Objects]) -> dict[str, float]:

@@ -424,6 +424,8 @@ def summarize(metrics: pd.DataFrame, split: str, headline: str | None = None) ->
             continue
         if headline is not None:
             summary[f"{split}/{headline}_margin/{name}"] = float(table.at["model", headline] - table.at[name, headline])
+        if "perplexity" not in table.columns:
+            continue
         ppl = float(table.at["model", "perplexity"])
         other = float(table.at[name, "perplexity"])
         if not (math.isnan(ppl) or math.isnan(other)) and ppl > 0:

@@ -21,6 +21,7 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "story_gpt2": "multimodal_lab.families.story_gpt2",
     "vit_captioner": "multimodal_lab.families.vit_captioner",
     "story_continuation": "multimodal_lab.families.story_continuation",
+    "art_generator": "multimodal_lab.families.art_generator",
 }
 
 _FAMILIES: dict[str, ModelFamily] = {}

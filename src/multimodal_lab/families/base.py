@@ -91,6 +91,15 @@ class ModelFamily:
     # variant in their names); required with variants
     compare: Callable[..., tuple[Evaluation, dict[str, float]]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # anything else a family's own code shares
+    # More datasets the evaluate node reads, passed to ``evaluate`` as keyword arguments: argument ->
+    # dataset name (e.g. {"judge": "art_generator.judge"}, a model trained by the family's own nodes)
+    evaluation_inputs: dict[str, str] = field(default_factory=dict)
+    # (the corpus prefix, e.g. "art_generator_data.art") -> nodes of the family's own that run before
+    # its models are evaluated (e.g. training art_generator's judge); None = none
+    auxiliary_pipeline: Callable[[str], Any] | None = None
+    # parameter blocks its own nodes read: dotted name -> config class (checked like every block),
+    # e.g. {"art_generator.judge": JudgeSettings}
+    parameter_blocks: dict[str, type] = field(default_factory=dict)
 
     @property
     def corpus_prefix(self) -> str:

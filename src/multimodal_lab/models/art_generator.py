@@ -90,6 +90,15 @@ def latents_for_seeds(seeds: Sequence[int], dim: int, device: str | torch.device
     return torch.stack(rows).to(device)
 
 
+@dataclass
+class SeedVAEOutput:
+    loss: torch.Tensor
+    mse: torch.Tensor
+    caption_ce: torch.Tensor
+    kl: torch.Tensor
+    image: torch.Tensor
+
+
 class SeedVAE(nn.Module):
     """See the module docstring. ``tokenizer``: the art corpus tokenizer."""
 
@@ -139,7 +148,7 @@ class SeedVAE(nn.Module):
         return targets
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None) -> SeedVAEOutput:
         """One training batch: images (B, 3, S, S) in [0, 1] and their tokenized captions (B, T')."""
         mean, logvar = self.encode(images)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
@@ -149,11 +158,14 @@ class SeedVAE(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 1), self.caption_targets(input_ids, attention_mask).flatten())
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
         loss = mse + ce + self.config.kl_weight * kl
-        return {"loss": loss, "mse": mse.detach(), "caption_ce": ce.detach(), "kl": kl.detach(), "image": image}
+        return SeedVAEOutput(loss=loss, mse=mse.detach(), caption_ce=ce.detach(), kl=kl.detach(), image=image)
 
     @torch.no_grad()
-    def generate(self, seeds: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    def generate(self, seeds: Sequence[int], settings: Any = None) -> tuple[np.ndarray, list[str]]:
         """Seeds -> engravings (N, S, S, 3) uint8 and captions, from latents drawn from the prior.
+
+        ``settings`` is accepted for the family's common signature and not used: the write-up's
+        non-autoregressive decoder takes every position's likeliest token at once.
 
         The latents go through the decoders in chunks of exactly ``GENERATE_CHUNK`` rows (the last
         one padded with zeros, which are dropped): a matrix product over 1 row and over 250 rows
@@ -183,6 +195,13 @@ class SeedVAE(nn.Module):
         ids = ids[:ids.index(eos)] if eos in ids else ids
         return self.tokenizer.decode([t for t in ids if t != self.tokenizer.pad_token_id], skip_special_tokens=True)
 
+    @property
+    def image_input(self):
+        """How a picture becomes this model's image (from params:ingest at training time)."""
+        from multimodal_lab.data.images import ImageInput
+
+        return ImageInput.from_dict(self.config.image_input, self.config.image_size)
+
     # -------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         payload = {"format_version": FORMAT_VERSION, "family": FAMILY, "variant": "seed_vae",
@@ -196,3 +215,64 @@ class SeedVAE(nn.Module):
             raise ValueError(f"{directory} does not hold an art_generator seed_vae model")
         model = cls(SeedVAEConfig.from_dict(payload[FAMILY]), load_tokenizer(directory))
         return load_weights(model, directory, map_location).eval()
+
+
+# ----------------------------------------------------------------------------- the family's config
+
+DESIGNS = ("composer", "seed_vae")
+
+
+@dataclass
+class ArtGeneratorConfig:
+    """``params:art_generator.model``: which design, and each design's sizes.
+
+    The family's variants set ``design``; ``image_size`` and ``image_input`` (set by the
+    training node from ``params:ingest``) are passed down to the chosen design's config.
+    """
+
+    design: str = "composer"  # "composer" (the default: caption first, then a layered image) or "seed_vae"
+    image_size: int = 64
+    composer: dict[str, Any] = field(default_factory=dict)  # ComposerConfig fields
+    seed_vae: dict[str, Any] = field(default_factory=dict)  # SeedVAEConfig fields
+    image_input: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise ValueError(f"art_generator design must be one of {DESIGNS}, got {self.design!r}")
+        self.design_config()  # fail early on a bad field of either design
+        self.composer_config() if self.design == "seed_vae" else self.seed_vae_config()
+
+    def composer_config(self):
+        from multimodal_lab.models.art_composer import ComposerConfig
+
+        return from_params(ComposerConfig, {**self.composer, "image_size": self.image_size,
+                                            "image_input": self.image_input}, where="params:art_generator.model.composer")
+
+    def seed_vae_config(self) -> SeedVAEConfig:
+        return from_params(SeedVAEConfig, {**self.seed_vae, "image_size": self.image_size,
+                                           "image_input": self.image_input}, where="params:art_generator.model.seed_vae")
+
+    def design_config(self):
+        return self.composer_config() if self.design == "composer" else self.seed_vae_config()
+
+
+def build_art_model(config: ArtGeneratorConfig, tokenizer) -> nn.Module:
+    """The chosen design, freshly initialised."""
+    from multimodal_lab.models.art_composer import ArtComposer
+
+    if config.design == "composer":
+        return ArtComposer(config.composer_config(), tokenizer)
+    return SeedVAE(config.seed_vae_config(), tokenizer)
+
+
+def load_art_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Any saved art_generator directory: a composer, a seed_vae or the judge."""
+    from multimodal_lab.models.art_composer import ArtComposer
+    from multimodal_lab.models.art_judge import ArtJudge
+
+    variant = read_config(directory, "save_pretrained").get("variant")
+    loaders = {"composer": ArtComposer, "seed_vae": SeedVAE, "judge": ArtJudge}
+    if variant not in loaders:
+        raise ValueError(f"{directory} holds no art_generator model (variant {variant!r}); "
+                         f"expected one of {sorted(loaders)}")
+    return loaders[variant].from_pretrained(directory, map_location=map_location)

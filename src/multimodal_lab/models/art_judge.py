@@ -161,8 +161,9 @@ class ArtJudge(nn.Module):
 
     # -------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        save_directory(self, directory, {"format_version": FORMAT_VERSION, "kind": KIND,
-                                         KIND: dataclasses.asdict(self.config)})
+        # family/variant: the catalog's model datasets load any saved directory by its family
+        save_directory(self, directory, {"format_version": FORMAT_VERSION, "kind": KIND, "family": "art_generator",
+                                         "variant": "judge", KIND: dataclasses.asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> ArtJudge:

@@ -173,9 +173,12 @@ def fingerprint(model_config, train_config, train_records: pd.DataFrame, val_rec
 
 def evaluate_model(
     model, records: pd.DataFrame, train_records: pd.DataFrame, params: dict[str, Any], *, family: str,
-    split: str = "test",
+    split: str = "test", **inputs: Any,
 ) -> tuple[Any, dict[str, float], pd.DataFrame, list[dict[str, Any]]]:
     """Score the model, its controls and its baselines on the held-out records.
+
+    ``inputs``: the family's ``evaluation_inputs`` (e.g. art_generator's judge), passed on to its
+    ``evaluate``.
 
     Returns:
         The full evaluation (for the report), a flat metrics dict (to MLflow and a
@@ -186,7 +189,7 @@ def evaluate_model(
 
     spec = get_family(family)
     settings = from_params(spec.eval_settings_class, params, where=f"params:{family}.evaluation")
-    evaluation = spec.evaluate(model, records, settings, train_records=train_records, split=split)
+    evaluation = spec.evaluate(model, records, settings, train_records=train_records, split=split, **inputs)
     summary = {k: (float(v) if v == v else math.nan) for k, v in evaluation.summary.items()}
     log.info("%s evaluation: %s", family, {k: round(v, 4) for k, v in summary.items()})
     return evaluation, summary, evaluation.metrics, samples_for_json(evaluation.samples)
@@ -217,7 +220,8 @@ def repeat_top_variants(
     """Train and evaluate the best variants again with other seeds (``params:<family>.compare``).
 
     Args:
-        evaluations: ``evaluation__<variant>`` of every variant; the ``top`` best by the
+        evaluations: ``evaluation__<variant>`` of every variant (and ``input__<name>``, the family's
+            evaluation inputs); the ``top`` best by the
             family's headline metric (variants without it, e.g. a text-only floor, are not
             ranked) are repeated.
 
@@ -229,6 +233,8 @@ def repeat_top_variants(
     from multimodal_lab.training.loop import TrainConfig
 
     spec = get_family(family)
+    inputs = {name.removeprefix("input__"): evaluations.pop(name) for name in list(evaluations)
+              if name.startswith("input__")}
     settings = from_params(SeedRepeats, compare_params, where=f"params:{family}.compare")
     if not settings.top or not settings.seeds:
         return {}
@@ -252,7 +258,7 @@ def repeat_top_variants(
                                    ingest_params, family=family, variant=variant,
                                    metrics_prefix=f"{variant}/seed{seed}/")
             evaluation, _, _, _ = evaluate_model(model, eval_records, train_records, eval_params, family=family,
-                                                 split=split)
+                                                 split=split, **inputs)
             repeats[variant][str(seed)] = _model_row(evaluation)
     return repeats
 

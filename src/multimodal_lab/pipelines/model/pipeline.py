@@ -27,6 +27,7 @@ def _bind(func, family: str, **kwargs):
 def _train_evaluate(family: str, eval_split: str, variant: str | None = None,
                     evaluation_outputs: tuple[str, ...] = ("metrics", "metrics_table", "samples")) -> list:
     """The train and evaluate nodes of one model (names local to its namespace)."""
+    extra = get_family(family).evaluation_inputs
     return [
         node(
             _bind(train_model, family, **({"variant": variant} if variant else {})),
@@ -36,20 +37,29 @@ def _train_evaluate(family: str, eval_split: str, variant: str | None = None,
         ),
         node(
             _bind(evaluate_model, family, split=eval_split),
-            ["model", "eval_records", "train_records", "params:evaluation"],
+            {"model": "model", "records": "eval_records", "train_records": "train_records",
+             "params": "params:evaluation", **{name: name for name in extra}},
             ["evaluation", *evaluation_outputs],
             name="evaluate_model",
         ),
     ]
 
 
-def _corpus_inputs(corpus: str, eval_split: str) -> dict[str, str]:
+def _corpus_inputs(corpus: str, eval_split: str, family: str | None = None) -> dict[str, str]:
+    """The namespace's free inputs: the corpus splits and tokenizer, and the family's evaluation inputs."""
+    extra = get_family(family).evaluation_inputs if family else {}
     return {
         "train_records": f"{corpus}.train_records",
         "val_records": f"{corpus}.val_records",
         "eval_records": f"{corpus}.{eval_split}_records",
         "tokenizer": f"{corpus}.tokenizer",
+        **extra,
     }
+
+
+def _auxiliary(family: str) -> Pipeline:
+    spec = get_family(family)
+    return spec.auxiliary_pipeline(spec.corpus_prefix) if spec.auxiliary_pipeline else Pipeline([])
 
 
 def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
@@ -68,10 +78,10 @@ def create_model_pipeline(family: str, *, eval_split: str = "test") -> Pipeline:
         "report",
         name="report_model",
     )
-    return Pipeline(
+    return _auxiliary(family) + Pipeline(
         Pipeline([*_train_evaluate(family, eval_split), report]),
         namespace=family,
-        inputs=_corpus_inputs(spec.corpus_prefix, eval_split),
+        inputs=_corpus_inputs(spec.corpus_prefix, eval_split, family),
         parameters={"params:ingest": "params:ingest"},  # the shared ingest block, not the family's
         tags=family,
     )
@@ -96,7 +106,7 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
             Pipeline(_train_evaluate(family, eval_split, variant,
                                      ("variant_metrics", "variant_metrics_table", "variant_samples"))),
             namespace=f"{family}.{variant}",
-            inputs=_corpus_inputs(corpus, eval_split),
+            inputs=_corpus_inputs(corpus, eval_split, family),
             parameters=shared,
             tags=family,
         )
@@ -104,12 +114,13 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
     ]
     evaluations = {f"evaluation__{v}": f"{family}.{v}.evaluation" for v in variants}
     corpus_inputs = _corpus_inputs(corpus, eval_split)
+    extra = {f"input__{name}": dataset for name, dataset in get_family(family).evaluation_inputs.items()}
     repeat = node(
         _bind(repeat_top_variants, family, split=eval_split),
         {**{k: corpus_inputs[k] for k in ("train_records", "val_records", "eval_records", "tokenizer")},
          "model_params": f"params:{family}.model", "train_params": f"params:{family}.train",
          "eval_params": f"params:{family}.evaluation", "ingest_params": "params:ingest",
-         "compare_params": f"params:{family}.compare", **evaluations},
+         "compare_params": f"params:{family}.compare", **evaluations, **extra},
         f"{family}.seed_repeats",
         name=f"{family}.repeat_top_variants",
         tags=family,
@@ -125,4 +136,4 @@ def _variants_pipeline(family: str, corpus: str, eval_split: str) -> Pipeline:
         name=f"{family}.compare_variants",
         tags=family,
     )
-    return sum(parts, Pipeline([])) + Pipeline([repeat, compare])
+    return _auxiliary(family) + sum(parts, Pipeline([])) + Pipeline([repeat, compare])
