@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from multimodal_lab.data.record_dataset import RecordCollator, RecordDataset, TextField
-from multimodal_lab.evaluation.harness import EvalSettings, Evaluation
+from multimodal_lab.evaluation.harness import EvalSettings, Evaluation, evaluation_mode
 from multimodal_lab.families import register_family
 from multimodal_lab.families.base import ModelFamily
 from multimodal_lab.generation.story import GenerationSettings
@@ -227,8 +227,8 @@ def evaluate_art(model, records: pd.DataFrame, settings: ArtEvalSettings, train_
         raise ValueError(f"art_generator's FID needs at least 4 real engravings in the {split} split, got {len(real)}")
     captions_real = records[TEXT_COLUMN].astype(str).tolist()
     seeds = list(range(settings.first_seed, settings.first_seed + settings.samples))
-    model.eval()
-    images, captions = model.generate(seeds, settings.generation)
+    with evaluation_mode(model, settings):
+        images, captions = model.generate(seeds, settings.generation)
     judged = judge.read(images)
     judged_real = judge.read(real)
 
@@ -242,11 +242,12 @@ def evaluate_art(model, records: pd.DataFrame, settings: ArtEvalSettings, train_
     shuffled = {"condition": "shuffled", "kind": "control",
                 "agreement": art.shuffled_agreement(captions, judged, settings.seed)}
     accuracy = set_accuracy(judge, real, real_objects)["set_accuracy"]
-    real_row = {"condition": "real", "kind": "reference",
+    by_count = {f"judge_accuracy_{k}": v for k, v in judge_accuracy_by_count(judge, real, real_objects).items()}
+    real_row = {"condition": "real", "kind": "reference", **by_count,
                 **art.agreement_scores(captions_real, judged_real),
                 **art.caption_population_scores(captions_real, real_objects), **art.image_scores(real), **line,
                 "judge_accuracy": accuracy}
-    metrics = pd.DataFrame([model_row, shuffled, real_row], columns=["condition", "kind", *COLUMNS])
+    metrics = pd.DataFrame([model_row, shuffled, real_row], columns=["condition", "kind", *COLUMNS, *by_count])
     metrics["num_records"] = float(len(real))
     metrics["num_pairs"] = [float(len(seeds)), float(len(seeds)), float(len(real))]
     conditions = [
@@ -301,7 +302,10 @@ def compare(evaluations: Mapping[str, Evaluation], split: str = "test") -> tuple
     flat["real_vs_real/fid_judge"] = float(real["fid_judge"])
     flat["real_vs_real/kid_judge"] = float(real["kid_judge"])
     flat["judge/test_accuracy"] = float(real["judge_accuracy"])
-    metrics = pd.DataFrame(rows, columns=["condition", "kind", *COLUMNS, "num_records", "num_pairs"])
+    by_count = [k for k in real.index if k.startswith("judge_accuracy_")]
+    flat.update({f"judge/test_accuracy_{k.removeprefix('judge_accuracy_')}": float(real[k]) for k in by_count})
+    flat[f"{split}/num_records"] = float(real["num_records"])  # the report's subtitle
+    metrics = pd.DataFrame(rows, columns=["condition", "kind", *COLUMNS, *by_count, "num_records", "num_pairs"])
     samples = []
     for index, sample in enumerate(first.samples):
         card = {**sample, "outputs": {}, "notes": {}, "figures": []}
@@ -323,7 +327,9 @@ def _bars(flat: Mapping[str, float], variants: Sequence[str]) -> str:
     parts = [f"{v}: agreement {flat[f'{v}/agreement']:.3f} (shuffled {flat[f'{v}/agreement_shuffled']:.3f}), "
              f"parse rate {flat[f'{v}/parse_rate']:.3f}, near-black {flat[f'{v}/black_fraction']:.3f}, "
              f"FID {flat[f'{v}/fid_judge']:.1f} ({flat[f'{v}/fid_judge'] / line:.2f}x real-vs-real)" for v in variants]
-    return (f"Judge: {flat['judge/test_accuracy']:.3f} of real test object sets read exactly. Real-vs-real FID "
+    counts = ", ".join(f"{k.rsplit('_', 1)[-1]} object(s) {v:.3f}" for k, v in flat.items()
+                       if k.startswith("judge/test_accuracy_objects_"))
+    return (f"Judge: {flat['judge/test_accuracy']:.3f} of real test object sets read exactly ({counts}). Real-vs-real FID "
             f"{line:.1f}. " + "; ".join(parts) + ".")
 
 

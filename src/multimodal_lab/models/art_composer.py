@@ -226,20 +226,27 @@ class LayoutPrior(nn.Module):
 
     @torch.no_grad()
     def observe(self, layouts: torch.Tensor) -> None:
-        slots = layouts[:, 1:].double().reshape(len(layouts), self.config.max_objects, SLOT_FIELDS)
-        for row in slots:
-            placed = row[row[:, 0] > 0]
-            for obj in placed:
-                size = int(obj[2])
-                self.radius_sum[size] += obj[6]
-                self.radius_count[size] += 1
-                self.centre_low[size] = torch.minimum(self.centre_low[size], obj[4:6])
-                self.centre_high[size] = torch.maximum(self.centre_high[size], obj[4:6])
-                self.tone_count[int(obj[3])] += 1
-            for i in range(len(placed)):
-                for j in range(i + 1, len(placed)):
-                    gap = torch.dist(placed[i, 4:6], placed[j, 4:6]) - placed[i, 6] - placed[j, 6]
-                    self.min_gap.copy_(torch.minimum(self.min_gap, gap))
+        """Fold a batch of true layouts (B, 1 + 7K) into the statistics."""
+        slots = layouts[:, 1:].to(self.radius_sum).reshape(len(layouts), self.config.max_objects, SLOT_FIELDS)
+        present = slots[..., 0] > 0
+        placed = slots[present]  # (n, 7)
+        if not len(placed):
+            return
+        size, tone = placed[:, 2].long(), placed[:, 3].long()
+        self.radius_sum.index_add_(0, size, placed[:, 6])
+        self.radius_count.index_add_(0, size, torch.ones_like(placed[:, 6]))
+        centres = placed[:, 4:6]
+        index = size[:, None].expand(-1, 2)
+        self.centre_low.scatter_reduce_(0, index, centres, reduce="amin")
+        self.centre_high.scatter_reduce_(0, index, centres, reduce="amax")
+        self.tone_count.index_add_(0, tone, torch.ones_like(placed[:, 6]))
+        # the smallest gap between the edges of two objects of one layout
+        xy, radius = slots[..., 4:6], slots[..., 6]
+        gaps = torch.cdist(xy, xy) - radius[:, :, None] - radius[:, None, :]
+        pair = present[:, :, None] & present[:, None, :] & ~torch.eye(present.shape[1], dtype=torch.bool,
+                                                                        device=present.device)
+        if bool(pair.any()):
+            self.min_gap.copy_(torch.minimum(self.min_gap, gaps[pair].min()))
 
     @property
     def fitted(self) -> bool:
@@ -257,10 +264,11 @@ class LayoutPrior(nn.Module):
             raise RuntimeError("the layout prior has seen no training layouts (train the model first)")
         config = self.config
         k_max, tries = config.max_objects, config.layout_tries
-        radius = (self.radius_sum / self.radius_count).numpy()
-        low, high = self.centre_low.numpy(), self.centre_high.numpy()
+        radius = (self.radius_sum / self.radius_count).cpu().numpy()
+        low, high = self.centre_low.cpu().numpy(), self.centre_high.cpu().numpy()
         gap = float(self.min_gap) if math.isfinite(float(self.min_gap)) else 0.0
-        tone_cdf = np.cumsum(self.tone_count.numpy() / self.tone_count.numpy().sum())
+        tones = self.tone_count.cpu().numpy()
+        tone_cdf = np.cumsum(tones / tones.sum())
         row = torch.zeros(1 + SLOT_FIELDS * k_max)
         row[0] = backdrop
         placed: list[tuple[float, float, float]] = []
@@ -312,7 +320,7 @@ class ArtComposer(nn.Module):
         pixel MSE of the layered decoder drawing the true layout.
         """
         if self.training:
-            self.prior.observe(layouts.cpu())
+            self.prior.observe(layouts)
         caption = self.caption_model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         reader = F.cross_entropy(self._read_backdrop_logits(input_ids, attention_mask), layouts[:, 0].long())
         drawn = self.decoder(layouts)
