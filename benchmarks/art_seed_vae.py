@@ -6,18 +6,17 @@ Usage::
     PYTHONPATH=src python benchmarks/art_seed_vae.py --steps 200 --samples 200   # quick
 
 Renders 5,000 scene-world engravings with their captions (seed 0) and 1,000 held-out ones
-(seed 1); builds a word tokenizer from the training captions; trains the default
+(seed 1); builds the corpus kind of word tokenizer from the training captions; trains the default
 ``SeedVAEConfig`` (Adam, batches of 64) and the judge (default ``ArtJudgeConfig``) on the
 training engravings; generates seeds 0 .. ``--samples``-1 and prints every art score of
-``evaluation/art.py`` against the held-out engravings, with the real-vs-real line. Until the
-art_generator pipeline exists, this is how the baseline's figures in docs/art_generator.md
-are made.
+``evaluation/art.py`` against the held-out engravings, with the real-vs-real line: the
+baseline alone, longer than the pipeline trains it (docs/art_generator.md, "The seed_vae
+baseline").
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,21 +28,10 @@ from machine import cpu_model  # benchmarks/ is the script's folder
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from multimodal_lab.data.vocab import VocabConfig, train_tokenizer  # noqa: E402
 from multimodal_lab.evaluation import art  # noqa: E402
 from multimodal_lab.models.art_generator import SeedVAE, SeedVAEConfig  # noqa: E402
 from multimodal_lab.models.art_judge import ArtJudgeConfig, train_judge  # noqa: E402
-
-
-def word_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted({w for t in texts for w in re.findall(r"[a-z]+|[.,]", t.lower())})
-    vocab = {token: i for i, token in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed_vae: {cpu_model()}, {args.threads} threads, torch {torch.__version__}")
     images, objects, captions = art.real_engravings(args.train, 0, 64)
     test_images, test_objects, _ = art.real_engravings(args.test, 1, 64)
-    tokenizer = word_tokenizer(captions)
+    tokenizer = train_tokenizer(captions, VocabConfig(kind="word"))  # the corpus tokenizer's kind
     encoded = tokenizer([c.lower() for c in captions], padding=True, return_tensors="pt")
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     torch.manual_seed(0)
@@ -70,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         index = torch.randint(0, len(pixels), (64,), generator=generator)
         out = model(pixels[index], encoded["input_ids"][index], encoded["attention_mask"][index], generator=generator)
         optimizer.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         optimizer.step()
         if step % 200 == 0 or step == args.steps - 1:
-            print(f"step {step}: " + ", ".join(f"{k} {float(out[k]):.4f}" for k in ("loss", "mse", "caption_ce", "kl")),
+            print(f"step {step}: " + ", ".join(f"{k} {float(getattr(out, k)):.4f}" for k in ("loss", "mse", "caption_ce", "kl")),
                   flush=True)
     train_s = time.perf_counter() - start
     samples, sample_captions = model.generate(list(range(args.samples)))

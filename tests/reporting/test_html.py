@@ -172,3 +172,13 @@ def test_image_data_uri_from_bytes_and_palette_transparency():
     grey = to_display_rgb(sixteen)
     # 16-bit grey is scaled as ingest scales it (value // 257), not stretched per image
     assert grey.getpixel((0, 0)) == (11, 11, 11) and grey.getpixel((1, 1)) == (3, 3, 3)
+
+
+def test_report_counts_records_from_the_table_when_the_summary_has_no_count():
+    """A comparison of variants names its keys by variant: the subtitle reads the table's num_records."""
+    evaluation = _evaluation()
+    assert "8 test records evaluated" in render_report(evaluation, [], {}, "t")
+    evaluation.summary = {k: v for k, v in evaluation.summary.items() if k != "test/num_records"}
+    assert "8 test records evaluated" in render_report(evaluation, [], {}, "t")
+    evaluation.metrics = evaluation.metrics.drop(columns=["num_records"])
+    assert "0 test records evaluated" in render_report(evaluation, [], {}, "t")

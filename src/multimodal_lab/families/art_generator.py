@@ -304,7 +304,6 @@ def compare(evaluations: Mapping[str, Evaluation], split: str = "test") -> tuple
     flat["judge/test_accuracy"] = float(real["judge_accuracy"])
     by_count = [k for k in real.index if k.startswith("judge_accuracy_")]
     flat.update({f"judge/test_accuracy_{k.removeprefix('judge_accuracy_')}": float(real[k]) for k in by_count})
-    flat[f"{split}/num_records"] = float(real["num_records"])  # the report's subtitle
     metrics = pd.DataFrame(rows, columns=["condition", "kind", *COLUMNS, *by_count, "num_records", "num_pairs"])
     samples = []
     for index, sample in enumerate(first.samples):

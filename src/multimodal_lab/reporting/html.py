@@ -256,6 +256,16 @@ def flatten_params(params: Mapping[str, Any], *, sep: str = ".", prefix: str = "
     return dict(sorted(flat.items()))
 
 
+def _records_evaluated(evaluation: Evaluation) -> int:
+    """The summary's ``<split>/num_records``, else the metrics table's largest ``num_records`` (a comparison
+    of variants names its keys by variant)."""
+    count = evaluation.summary.get(f"{evaluation.split}/num_records")
+    if count is None and "num_records" in evaluation.metrics.columns:
+        column = pd.to_numeric(evaluation.metrics["num_records"], errors="coerce").dropna()
+        count = column.max() if len(column) else None
+    return int(count) if count is not None and count == count else 0
+
+
 def render_report(
     evaluation: Evaluation,
     history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]],
@@ -322,8 +332,8 @@ def render_report(
     return render_page(
         "report.html",
         title=title,
-        subtitle=f"{len(evaluation.samples)} samples kept; "
-        f"{int(evaluation.summary.get(f'{evaluation.split}/num_records', 0))} {evaluation.split} records evaluated",
+        subtitle=f"{len(evaluation.samples)} samples kept; {_records_evaluated(evaluation)} {evaluation.split} "
+        "records evaluated",
         description=description,
         split=evaluation.split,
         conditions=evaluation.conditions,
