@@ -31,3 +31,30 @@ def engraving_records(count: int, size: int = 32, seed: int = 0) -> tuple[np.nda
     images = np.stack([np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")) for r in records])
     metadata = [r["metadata"] if isinstance(r["metadata"], dict) else json.loads(r["metadata"]) for r in records]
     return images, metadata, [str(r["caption"]) for r in records]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """One (S, S, 3) uint8 image as PNG bytes (the bytes a generated sample is written as)."""
+    from multimodal_lab.data.scene_render import encode_png
+
+    from PIL import Image
+
+    return encode_png(Image.fromarray(array))
+
+
+def generate_in_another_process(model_class: str, directory, seeds: list[int]) -> tuple[np.ndarray, list[str]]:
+    """``model_class.from_pretrained(directory).generate(seeds)`` in a fresh Python at 1 thread:
+    images (N, S, S, 3) uint8 and captions. ``model_class``: "module:Class"."""
+    import json
+    import subprocess
+    import sys
+
+    module, name = model_class.split(":")
+    script = (f"import sys, json, torch; from {module} import {name}; torch.set_num_threads(1); "
+              f"m = {name}.from_pretrained(sys.argv[1]); images, captions = m.generate(json.loads(sys.argv[2])); "
+              "sys.stdout.buffer.write(json.dumps([list(images.shape), captions]).encode() + b'\\n' + images.tobytes())")
+    out = subprocess.run([sys.executable, "-c", script, str(directory), json.dumps(seeds)], capture_output=True,
+                         check=True).stdout
+    head, _, pixels = out.partition(b"\n")
+    shape, captions = json.loads(head)
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(shape), captions

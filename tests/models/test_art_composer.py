@@ -2,15 +2,10 @@
 the same seed -> the same bytes and caption, save/load."""
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from art_fixtures import engraving_records
-from PIL import Image
+from art_fixtures import engraving_records, generate_in_another_process, png_bytes
 
 from multimodal_lab.data.record_dataset import encode_texts, pad_texts
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
@@ -186,22 +181,10 @@ def test_same_seed_same_bytes_and_caption_in_any_batch_and_process(trained, tmp_
     backwards, backwards_captions = model.generate(seeds[::-1])
     assert backwards[::-1].tobytes() == images.tobytes() and backwards_captions[::-1] == captions
 
-    def png(array: np.ndarray) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    script = ("import sys, json, torch; from multimodal_lab.models.art_composer import ArtComposer; "
-              "torch.set_num_threads(1); m = ArtComposer.from_pretrained(sys.argv[1]); "
-              "images, captions = m.generate([229, 163]); "
-              "sys.stdout.buffer.write(json.dumps(captions).encode() + b'\\n' + images.tobytes())")
-    other = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], capture_output=True, check=True)
-    head, _, pixels = other.stdout.partition(b"\n")
-    pair = np.frombuffer(pixels, dtype=np.uint8).reshape(2, SIZE, SIZE, 3)
-    import json
-
-    assert json.loads(head) == [captions[129], captions[63]]
-    assert png(pair[0]) == png(images[129]) and png(pair[1]) == png(images[63])
+    pair, pair_captions = generate_in_another_process("multimodal_lab.models.art_composer:ArtComposer",
+                                                      tmp_path / "model", [229, 163])
+    assert pair_captions == [captions[129], captions[63]]
+    assert png_bytes(pair[0]) == png_bytes(images[129]) and png_bytes(pair[1]) == png_bytes(images[63])
 
 
 def test_save_load_and_config_errors(trained, tmp_path):

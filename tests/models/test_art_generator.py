@@ -1,14 +1,10 @@
 """art_generator's seed_vae: shapes, a loss that falls, the same seed -> the same pair, save/load."""
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from art_fixtures import generate_in_another_process, png_bytes
 from tiny_models import make_word_tokenizer
 
 from multimodal_lab.models.art_generator import SeedVAE, SeedVAEConfig, latents_for_seeds
@@ -99,17 +95,9 @@ def test_generation_is_byte_identical_across_batch_sizes_and_processes(tmp_path)
     backwards, backwards_captions = model.generate(seeds[::-1])
     assert backwards[::-1].tobytes() == images.tobytes() and backwards_captions[::-1] == captions
 
-    def png(array: np.ndarray) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    script = ("import sys, torch; from multimodal_lab.models.art_generator import SeedVAE; "
-              "torch.set_num_threads(1); m = SeedVAE.from_pretrained(sys.argv[1]); "
-              "images, captions = m.generate([917, 586]); sys.stdout.buffer.write(images.tobytes())")
-    other = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], capture_output=True, check=True)
-    pair = np.frombuffer(other.stdout, dtype=np.uint8).reshape(2, 64, 64, 3)
-    assert png(pair[0]) == png(images[917 - 512]) and png(pair[1]) == png(images[586 - 512])
+    pair, _ = generate_in_another_process("multimodal_lab.models.art_generator:SeedVAE", tmp_path / "model",
+                                          [917, 586])
+    assert png_bytes(pair[0]) == png_bytes(images[917 - 512]) and png_bytes(pair[1]) == png_bytes(images[586 - 512])
 
 
 def test_save_load_and_config_errors(tokenizer, tmp_path):

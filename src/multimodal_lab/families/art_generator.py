@@ -12,7 +12,6 @@ judge's features against real test engravings, beside the real-vs-real line.
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -192,12 +191,6 @@ def real_images(records: pd.DataFrame, ingest_params: Mapping[str, Any] | None =
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def describe(objects) -> str:
     """A judge's reading (or any object set) as words: 'large circle, small star'."""
     if objects is None:
@@ -215,6 +208,7 @@ def evaluate_art(model, records: pd.DataFrame, settings: ArtEvalSettings, train_
     FID and KID compare equal numbers of images: two seeded halves A and B of the real
     engravings give the line (A vs B); the generated side is its first |A| images against B.
     """
+    from multimodal_lab.data.scene_render import encode_png
     from multimodal_lab.evaluation import art
     from multimodal_lab.evaluation.harness import summarize
     from multimodal_lab.models.art_judge import set_accuracy
@@ -259,7 +253,7 @@ def evaluate_art(model, records: pd.DataFrame, settings: ArtEvalSettings, train_
     ]
     samples = [{"record_id": f"seed {seed}", "images": [], "reference": "",
                 "outputs": {"model": caption}, "notes": {"model": f"the judge reads: {describe(seen)}"},
-                "inputs_from": {}, "figures": [{"label": f"seed {seed}", "png": _png(image)}]}
+                "inputs_from": {}, "figures": [{"label": f"seed {seed}", "png": encode_png(Image.fromarray(image))}]}
                for seed, image, caption, seen in zip(seeds[:settings.num_samples], images, captions, judged)]
     notes = [f"FID and KID are computed in the judge's pooled features on {half} images a side: the generated "
              f"images of the first {half} seeds against the same half of real engravings as the real-vs-real line."]
