@@ -236,7 +236,7 @@ def _caption_tab(gr, api, family, examples_dir, models_root) -> None:
         beams = gr.Slider(1, 8, value=5, step=1, label="Beam size (1 = greedy)")
     button = gr.Button("Caption it", elem_id=f"{family}-run")
     caption = gr.Textbox(label="Caption", elem_id=f"{family}-output")
-    overlay = gr.Image(type="pil", label="Where each word looked", elem_id=f"{family}-overlay")
+    overlay = gr.Image(type="pil", format="png", label="Where each word looked", elem_id=f"{family}-overlay")
     button.click(lambda *a: write_caption(api, *a), [image, beams], [caption, overlay])
 
 
@@ -246,7 +246,7 @@ def _art_tab(gr, api, family, examples_dir, models_root) -> None:
         button = gr.Button("Draw", elem_id=f"{family}-run")
         following = gr.Button("Next seed", elem_id=f"{family}-next")
     with gr.Row():
-        image = gr.Image(type="pil", label="Engraving", elem_id=f"{family}-image")
+        image = gr.Image(type="pil", format="png", label="Engraving", elem_id=f"{family}-image")
         with gr.Column():
             caption = gr.Textbox(label="Caption", elem_id=f"{family}-output")
             layout = gr.Textbox(label="What the seed drew", elem_id=f"{family}-layout")
@@ -261,7 +261,7 @@ def _continuation_tab(gr, api, family, examples_dir, models_root) -> None:
     sentences = [gr.Textbox(label=f"Sentence {i + 1}", elem_id=f"{family}-sentence{i + 1}") for i in range(4)]
     button = gr.Button("Continue", elem_id=f"{family}-run")
     with gr.Row():
-        fifth = gr.Image(type="pil", label="The 5th frame", elem_id=f"{family}-image")
+        fifth = gr.Image(type="pil", format="png", label="The 5th frame", elem_id=f"{family}-image")
         sentence = gr.Textbox(label="The 5th sentence", elem_id=f"{family}-output")
     button.click(lambda *a: continue_frames(api, *a), [*frames, *sentences], [fifth, sentence])
     rows = continuation_examples(models_root, Path(examples_dir) / family) if examples_dir else []
