@@ -32,11 +32,10 @@ DEFAULT_MODELS_ROOT = Path("data/06_models")
 
 
 def model_dataset(family: str) -> str:
-    """The catalog name of the model a family's inference reads (``story_gpt2.model``, ``art_generator.composer.model``)."""
-    from multimodal_lab.families import get_family
+    """The catalog name of the model a family's inference reads (see ``families.served_model_dataset``)."""
+    from multimodal_lab.families import served_model_dataset
 
-    spec = get_family(family)
-    return f"{family}.{spec.inference_variant}.model" if spec.inference_variant else f"{family}.model"
+    return served_model_dataset(family)
 
 
 def newest_model(family: str, root: str | os.PathLike = DEFAULT_MODELS_ROOT) -> Path | None:

@@ -73,6 +73,7 @@ class ProjectHooks:
         self._loaded: dict[str, str] = {}
         self._saved: dict[str, str] = {}
         self._artifacts: list[tuple[str, Path]] = []
+        self._models: list[tuple[str, Path]] = []
         self._run_params: dict[str, Any] = {}
 
     @hook_impl(tryfirst=True)
@@ -122,6 +123,8 @@ class ProjectHooks:
         role = (getattr(dataset, "metadata", None) or {}).get("mlflow")
         if role == "artifact" and path is not None:
             self._artifacts.append((dataset_name, path))
+        elif role == "model" and path is not None:
+            self._models.append((dataset_name, path))
         elif role == "metrics":
             self._log_metrics(dataset_name, data)
 
@@ -191,3 +194,23 @@ class ProjectHooks:
                 mlflow.log_artifact(str(path), artifact_path=folder)
             elif path.is_dir():
                 mlflow.log_artifacts(str(path), artifact_path=f"{folder}/{path.name}" if folder else path.name)
+        self._log_models()
+
+    def _log_models(self) -> None:
+        """Each family's served model (the one its inference reads) as an MLflow pyfunc, registered under
+        the family's name. A failure is logged, never raised: the versioned catalog copy is the model."""
+        from multimodal_lab.families import available_families, served_model_dataset
+
+        served = {served_model_dataset(family): family for family in available_families()}
+        for name, path in self._models:
+            family = served.get(name)
+            if family is None or not path.is_dir():
+                continue
+            try:
+                from multimodal_lab.serving import log_family_model
+
+                info = log_family_model(path, name=name.removesuffix(".model").replace(".", "_"),
+                                        registered_name=family)
+                log.info("%s logged to MLflow as %s (registered as %s)", name, info.model_uri, family)
+            except Exception as error:  # noqa: BLE001 - bookkeeping must never break a run
+                log.warning("could not log %s to MLflow as a model: %s", name, error)

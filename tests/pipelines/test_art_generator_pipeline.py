@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from project_copy import only_version as _only_version
 from project_copy import project_runs
@@ -69,3 +70,29 @@ def test_inference_writes_a_png_caption_and_metadata_per_seed(art_run):
             assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(image))
     page = _only_version(data / "08_reporting/art_generator_inference/page.html").read_text()
     assert "seed 7" in page and rows[0]["caption"] in page
+
+
+def test_the_served_model_is_an_mlflow_pyfunc_registered_under_the_family(art_run):
+    import mlflow
+
+    from multimodal_lab.inference import load
+    from multimodal_lab.serving import image_from_base64
+
+    uri = f"sqlite:///{art_run / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = client.search_model_versions("name='art_generator'")
+    assert len(versions) == 1  # the composer, the design its inference serves (not seed_vae)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        served = mlflow.pyfunc.load_model(f"models:/art_generator/{versions[0].version}")
+        out = served.predict(pd.DataFrame({"seed": [7, 3]}))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    generator = load(_only_version(art_run / "data/06_models/art_generator.composer/model"))
+    for seed, caption, image in zip((7, 3), out["caption"], out["image"]):
+        expected_image, expected_caption, _ = generator.generate(seed)
+        assert caption == expected_caption
+        assert np.array_equal(np.asarray(image_from_base64(image).convert("RGB")), np.asarray(expected_image))
+    assert served.metadata.get_input_schema().input_names() == ["seed"]

@@ -79,6 +79,13 @@ def family_of_directory(directory: str | os.PathLike) -> ModelFamily:
     return get_family(name)
 
 
+def served_model_dataset(family: str) -> str:
+    """The catalog name of the model a family serves (its inference pipeline, the demo and MLflow's
+    registry read it): ``story_gpt2.model``, or ``<family>.<inference_variant>.model`` with variants."""
+    spec = get_family(family)
+    return f"{family}.{spec.inference_variant}.model" if spec.inference_variant else f"{family}.model"
+
+
 def load_model(directory: str | os.PathLike, map_location: str = "cpu"):
     """Load any family's saved model directory (the family is read from its config)."""
     return family_of_directory(directory).load(directory, map_location)
@@ -92,4 +99,5 @@ __all__ = [
     "get_family",
     "load_model",
     "register_family",
+    "served_model_dataset",
 ]

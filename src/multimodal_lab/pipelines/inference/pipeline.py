@@ -11,8 +11,10 @@ def create_inference_pipeline(family: str) -> Pipeline:
     and ``.images`` for a family that writes images)."""
     from multimodal_lab.families import get_family
 
+    from multimodal_lab.families import served_model_dataset
+
     spec = get_family(family)
-    model = f"{family}.{spec.inference_variant}.model" if spec.inference_variant else f"{family}.model"
+    model = served_model_dataset(family)
     outputs = [f"{family}_inference.outputs", f"{family}_inference.page"]
     if spec.folder_images:
         outputs.append(f"{family}_inference.images")
