@@ -1,6 +1,8 @@
 """``multimodal-lab`` and ``python -m multimodal_lab``.
 
 * ``multimodal-lab demo [...]``: the browser demo of every family (``multimodal_lab.demo``), without Kedro;
+* ``multimodal-lab reproduce <mlflow-run-id>``: rerun a tracked run from its code and data versions
+  (``multimodal_lab.reproduce``);
 * anything else: Kedro's ``run`` command of this project (``multimodal-lab --pipelines=story_gpt2``).
 """
 import sys
@@ -8,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 #: Subcommands of our own: name -> "module:function" taking the remaining arguments.
-COMMANDS = {"demo": "multimodal_lab.demo:main"}
+COMMANDS = {"demo": "multimodal_lab.demo:main", "reproduce": "multimodal_lab.reproduce:main"}
 
 
 def main(*args, **kwargs) -> Any:

@@ -58,6 +58,11 @@ def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with anything JSON cannot hold turned into its string."""
+    return json.loads(json.dumps(value, default=str))
+
+
 class ProjectHooks:
     """Data-version, code-version and artefact bookkeeping around kedro-mlflow."""
 
@@ -166,10 +171,16 @@ class ProjectHooks:
             command += f" --env={self._run_params['env']}"
         if inputs:
             command += " --load-versions=" + ",".join(f"{k}:{v}" for k, v in sorted(inputs.items()))
+        runtime = self._run_params.get("runtime_params") or self._run_params.get("extra_params") or {}
         return {
             "loaded": dict(sorted(self._loaded.items())),
             "saved": dict(sorted(self._saved.items())),
             "rerun_command": command,
+            # what `multimodal-lab reproduce <run id>` reruns the run with
+            "pipelines": list(pipelines),
+            "env": self._run_params.get("env"),
+            "runtime_params": _json_safe(runtime),
+            "git": git_state(self._project_path) if self._project_path is not None else {},
         }
 
     @hook_impl(tryfirst=True)
