@@ -40,10 +40,14 @@ def running(tmp_path_factory):
 
     from multimodal_lab import demo
 
-    data = tmp_path_factory.mktemp("project") / "data"
-    root = data / "06_models"
-    save_tiny_models(root)
-    save_test_sequences(data)
+    if os.environ.get("MULTIMODAL_LAB_DEMO_DATA"):  # a project's data folder with trained models (the docs' screenshots)
+        data = Path(os.environ["MULTIMODAL_LAB_DEMO_DATA"])
+        root = data / "06_models"
+    else:
+        data = tmp_path_factory.mktemp("project") / "data"
+        root = data / "06_models"
+        save_tiny_models(root)
+        save_test_sequences(data)
     examples = tmp_path_factory.mktemp("examples")
     served = demo.load_models(root)
     app = demo.build_app(served, examples, root)
@@ -96,11 +100,14 @@ def _shown_image(page, selector: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> Path:
+    """A scene-world picture at 3x the models' size (the demo makes it their input as ingest would)."""
+    from multimodal_lab.data.scene_render import render_scene
+
     path = tmp_path_factory.mktemp("photo") / "photo.png"
-    pixels = np.zeros((90, 120, 3), np.uint8)
-    pixels[:, :60] = (200, 40, 30)
-    pixels[20:70, 70:110] = (30, 60, 220)
-    Image.fromarray(pixels).save(path)
+    scene = {"background": "grass", "background_seed": 3, "objects": [
+        {"shape": "star", "colour": "yellow", "x": 0.3, "y": 0.35, "radius": 0.16},
+        {"shape": "ring", "colour": "blue", "x": 0.7, "y": 0.65, "radius": 0.2}]}
+    render_scene(scene, 192).save(path)
     return path
 
 
