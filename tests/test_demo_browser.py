@@ -144,8 +144,9 @@ def test_art_tab_draws_a_seed_and_the_next_one(page, running, shots):
 
     api = served["art_generator"].api
     _open_tab(page, "Seed -> engraving + caption")
-    page.locator("#art_generator-seed input").fill("5")
-    page.locator("#art_generator-run").click()
+    seed = page.locator("#art_generator-seed input")
+    seed.fill("5")
+    seed.press("Enter")  # the box's submit event carries the typed value (a click right after typing may not)
     image, caption, _ = api.generate(5)
     expect(page.locator("#art_generator-output textarea")).to_have_value(caption)
     shown = _shown_image(page, "#art_generator-image")
@@ -163,7 +164,7 @@ def test_continuation_tab_continues_an_example_from_the_test_split(page, running
     from multimodal_lab.demo import continuation_examples
 
     rows = continuation_examples(root, tmp_path_factory_dir(root))  # the app's examples, read the same way
-    assert len(rows) == 3
+    assert rows  # (3 in the tiny test split; the demo shows up to 4)
     frames, sentences = rows[0][:4], rows[0][4:]
     _open_tab(page, "4 frames -> the 5th")
     page.locator("#story_continuation-examples tbody tr").first.click()

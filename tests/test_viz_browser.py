@@ -91,7 +91,9 @@ def test_every_family_pipeline_renders_with_named_nodes_and_layers(viz_url, tmp_
             assert len(shown) >= len(tasks) // 2, (family, tasks, shown)
             for layer in ("raw", "intermediate", "model_input"):  # bands of the visible nodes (a collapsed namespace hides its own)
                 assert layer in text, (family, layer)
-            for close in page.get_by_role("button", name="Dismiss").all():
-                close.click()
+            for close in [*page.get_by_role("button", name="Dismiss").all(),  # notices over the graph
+                          *page.locator(".feature-hints__close").all()]:
+                if close.is_visible():
+                    close.click()
             page.screenshot(path=str(shots / f"viz_{family}.png"))
         browser.close()

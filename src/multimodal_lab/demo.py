@@ -82,6 +82,7 @@ class Served:
     directory: Path | None
     api: Any = None
     problem: str | None = None
+    label: str = ""  # how the tab names the model: its path under the models root, or as given
 
     @property
     def ready(self) -> bool:
@@ -101,7 +102,10 @@ def load_models(root: str | os.PathLike = DEFAULT_MODELS_ROOT,
             served[family] = Served(family, None, problem=f"No trained {family} model under {root} yet.")
             continue
         try:
-            served[family] = Served(family, directory, load(directory, device="cpu"))
+            label = str(directory)
+            if not (overrides and family in overrides):
+                label = f"{model_dataset(family)} version {directory.parent.name}"
+            served[family] = Served(family, directory, load(directory, device="cpu"), label=label)
         except Exception as error:  # noqa: BLE001 - shown on the tab instead of stopping the app
             log.warning("%s: could not load %s: %s", family, directory, error)
             served[family] = Served(family, directory, problem=f"Could not load {directory}: {error}")
@@ -210,7 +214,7 @@ def build_app(served: Mapping[str, Served], examples_dir: str | os.PathLike | No
                     gr.Markdown(f"{entry.problem}\n\nTrain it with:\n\n```bash\n{train_command(family)}\n```\n\n"
                                 "then restart the demo.", elem_id=f"{family}-missing")
                     continue
-                gr.Markdown(f"Model: `{entry.directory}`", elem_id=f"{family}-model")
+                gr.Markdown(f"Model: `{entry.label or entry.directory}`", elem_id=f"{family}-model")
                 _TAB_BUILDERS[family](gr, entry.api, family, examples_dir, models_root)
     return app
 
@@ -250,6 +254,7 @@ def _art_tab(gr, api, family, examples_dir, models_root) -> None:
             caption = gr.Textbox(label="Caption", elem_id=f"{family}-output")
             layout = gr.Textbox(label="What the seed drew", elem_id=f"{family}-layout")
     button.click(lambda s: draw_engraving(api, s), seed, [image, caption, layout])
+    seed.submit(lambda s: draw_engraving(api, s), seed, [image, caption, layout])  # Enter in the box draws too
     following.click(lambda s: int(s or 0) + 1, seed, seed).then(lambda s: draw_engraving(api, s), seed,
                                                                   [image, caption, layout])
 
