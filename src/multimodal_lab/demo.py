@@ -205,7 +205,7 @@ def build_app(served: Mapping[str, Served], examples_dir: str | os.PathLike | No
     """The Gradio Blocks app: one tab per family (a missing model: how to train it)."""
     import gradio as gr
 
-    with gr.Blocks(title="multimodal_lab") as app:
+    with gr.Blocks(title="multimodal_lab", analytics_enabled=False) as app:  # no calls home
         gr.Markdown("# multimodal_lab\nEvery model family, served from its newest trained version.")
         for family, title in TABS.items():
             entry = served[family]

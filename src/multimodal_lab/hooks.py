@@ -47,14 +47,18 @@ def git_state(path: Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 
-def _flat_numbers(data: Any, prefix: str = "") -> dict[str, float]:
+def flat_numbers(data: Any, prefix: str = "", *, sep: str = ".", keep_nan: bool = False) -> dict[str, float]:
+    """The numbers of a nested dict as one flat dict (``{"a": {"b": 1}}`` -> ``{"a.b": 1.0}``).
+
+    NaN is left out unless ``keep_nan`` (MLflow rejects NaN metrics; a NaN stays in the JSON dataset).
+    """
     out: dict[str, float] = {}
     if isinstance(data, dict):
         for key, value in data.items():
-            out.update(_flat_numbers(value, f"{prefix}{key}."))
+            out.update(flat_numbers(value, f"{prefix}{key}{sep}", sep=sep, keep_nan=keep_nan))
     elif isinstance(data, (int, float)) and not isinstance(data, bool):
-        if data == data:  # MLflow rejects NaN metrics; a NaN stays in the JSON dataset
-            out[prefix.rstrip(".")] = float(data)
+        if keep_nan or data == data:
+            out[prefix[:-len(sep)] if prefix.endswith(sep) else prefix] = float(data)
     return out
 
 
@@ -139,7 +143,7 @@ class ProjectHooks:
 
         if mlflow.active_run() is None:
             return
-        metrics = _flat_numbers(data)
+        metrics = flat_numbers(data)
         if metrics:
             mlflow.log_metrics(metrics)
 

@@ -132,16 +132,6 @@ def _free_datasets(pipeline) -> list[str]:
     return sorted(i for i in pipeline.inputs() if not (i == "parameters" or i.startswith("params:")))
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}/"))
-    elif isinstance(data, (int, float)) and not isinstance(data, bool):
-        out[prefix.rstrip("/")] = float(data)
-    return out
-
-
 def compare(original: Mapping[str, float], rerun: Mapping[str, float]) -> list[tuple[str, float, float]]:
     """The (metric, original, rerun) triples that differ (NaN equals NaN; a metric on one side only differs)."""
     differ = []
@@ -163,6 +153,8 @@ def reproduce(run_id: str, project: Path, *, overrides: Mapping[str, str] | None
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+
+    from multimodal_lab.hooks import flat_numbers
 
     project = Path(project).resolve()
     recorded = read_run(run_id, tracking_uri(project))
@@ -187,7 +179,8 @@ def reproduce(run_id: str, project: Path, *, overrides: Mapping[str, str] | None
         if not _path(catalog, name, new_version).is_file():  # made by a part that was read, not rerun
             echo(f"{name}: not rerun (made by the data preparation the rerun read)")
             continue
-        rows.append((name, _flat(_read_json(catalog, name, version)), _flat(_read_json(catalog, name, new_version))))
+        rows.append((name, flat_numbers(_read_json(catalog, name, version), sep="/", keep_nan=True),
+                     flat_numbers(_read_json(catalog, name, new_version), sep="/", keep_nan=True)))
     if not rows:
         raise ReproduceError(f"run {run_id} saved no metrics dataset to compare")
     differ_total = 0
