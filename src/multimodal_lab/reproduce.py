@@ -227,6 +227,16 @@ def in_worktree(run_id: str, project: Path, directory: Path, argv: Sequence[str]
     if directory.exists():
         raise ReproduceError(f"{directory} exists; give a new folder for the worktree")
     subprocess.run(["git", "worktree", "add", "--detach", str(directory), recorded.commit], cwd=project, check=True)
+    # data/ holds tracked placeholders: they leave the index's view (skip-worktree, so the tree
+    # stays clean) and the folder becomes a link to this project's data
+    tracked = subprocess.run(["git", "ls-files", "data"], cwd=directory, capture_output=True, text=True,
+                             check=True).stdout.split()
+    if tracked:
+        subprocess.run(["git", "update-index", "--skip-worktree", *tracked], cwd=directory, check=True)
+    if (directory / "data").is_dir():
+        import shutil
+
+        shutil.rmtree(directory / "data")
     (directory / "data").symlink_to(project / "data")
     (directory / "mlflow.db").symlink_to(project / "mlflow.db")
     if (project / "conf" / "local").is_dir() and not (directory / "conf" / "local").exists():
