@@ -60,30 +60,16 @@ def untrained_model() -> SeedVAE:
 
 def fitted_composer(count: int = 1000, steps: int = 300) -> ArtComposer:
     """The default composer fitted briefly on rendered engravings (captions of real length)."""
-    from multimodal_lab.data.record_dataset import encode_texts, pad_texts
     from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
-    from multimodal_lab.models.art_composer import ComposerConfig, layout_of
+    from multimodal_lab.models.art_composer import ComposerConfig
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from art_fixtures import engraving_records
+    from art_fixtures import engraving_records, fit_composer
 
     images, metadata, captions = engraving_records(count, 64)
     torch.manual_seed(0)
     model = ArtComposer(ComposerConfig(), train_tokenizer(captions, VocabConfig(kind="word")))
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    layouts = torch.stack([layout_of(m, model.config) for m in metadata])
-    ids = [torch.tensor(t) for t in encode_texts(captions, model.tokenizer, model.config.max_caption_tokens)]
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        rows = torch.randint(count, (64,), generator=generator)
-        batch = pad_texts([ids[i] for i in rows], model.tokenizer.pad_token_id)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        labels[:, 0] = -100
-        loss = model(pixels[rows], batch["input_ids"], batch["attention_mask"], labels, layouts[rows]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit_composer(model, images, metadata, captions, steps=steps, batch_size=64, lr=0.003)
     return model.eval()
 
 

@@ -58,3 +58,32 @@ def generate_in_another_process(model_class: str, directory, seeds: list[int]) -
     head, _, pixels = out.partition(b"\n")
     shape, captions = json.loads(head)
     return np.frombuffer(pixels, dtype=np.uint8).reshape(shape), captions
+
+
+def fit_composer(model, images: np.ndarray, metadata: list[dict], captions: list[str], *, steps: int,
+                 batch_size: int, lr: float, seed: int = 0) -> list[tuple[float, float, float]]:
+    """Fit an ``ArtComposer`` with Adam on rendered engravings (random batches, seeded); returns
+    each step's (caption cross-entropy, pixel MSE, backdrop reader cross-entropy)."""
+    import torch
+
+    from multimodal_lab.data.record_dataset import encode_texts, pad_texts
+    from multimodal_lab.models.art_composer import layout_of
+
+    ids = [torch.tensor(t) for t in encode_texts(captions, model.tokenizer, model.config.max_caption_tokens)]
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    layouts = torch.stack([layout_of(m, model.config) for m in metadata])
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(len(images), (batch_size,), generator=generator)
+        padded = pad_texts([ids[i] for i in rows], model.tokenizer.pad_token_id)
+        labels = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, -100)
+        labels[:, 0] = -100
+        out = model(pixels[rows], padded["input_ids"], padded["attention_mask"], labels, layouts[rows])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        history.append((float(out.caption_ce), float(out.mse), float(out.reader_ce)))
+    return history

@@ -82,10 +82,6 @@ def shots(tmp_path_factory) -> Path:
     return path
 
 
-def tmp_path_factory_dir(root: Path) -> Path:
-    return root.parent / "examples_read_by_the_test"
-
-
 def _open_tab(page, title: str) -> None:
     page.get_by_role("tab", name=title).click()
 
@@ -163,7 +159,7 @@ def test_continuation_tab_continues_an_example_from_the_test_split(page, running
 
     from multimodal_lab.demo import continuation_examples
 
-    rows = continuation_examples(root, tmp_path_factory_dir(root))  # the app's examples, read the same way
+    rows = continuation_examples(root, root.parent / "examples_read_by_the_test")  # the app's examples, read alike
     assert rows  # (3 in the tiny test split; the demo shows up to 4)
     frames, sentences = rows[0][:4], rows[0][4:]
     _open_tab(page, "4 frames -> the 5th")

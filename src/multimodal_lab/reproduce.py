@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -234,8 +235,6 @@ def in_worktree(run_id: str, project: Path, directory: Path, argv: Sequence[str]
     if tracked:
         subprocess.run(["git", "update-index", "--skip-worktree", *tracked], cwd=directory, check=True)
     if (directory / "data").is_dir():
-        import shutil
-
         shutil.rmtree(directory / "data")
     (directory / "data").symlink_to(project / "data")
     (directory / "mlflow.db").symlink_to(project / "mlflow.db")

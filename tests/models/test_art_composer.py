@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from art_fixtures import engraving_records, generate_in_another_process, png_bytes
+from art_fixtures import engraving_records, fit_composer, generate_in_another_process, png_bytes
 
-from multimodal_lab.data.record_dataset import encode_texts, pad_texts
 from multimodal_lab.data.vocab import VocabConfig, train_tokenizer
 from multimodal_lab.evaluation.art import caption_objects, parse_caption
 from multimodal_lab.generation.story import GenerationSettings
@@ -34,34 +33,13 @@ def world():
     return images, metadata, captions, tokenizer
 
 
-def batch(model, images, metadata, captions, rows):
-    ids = [torch.tensor(t) for t in encode_texts([captions[i] for i in rows], model.tokenizer, 32)]
-    padded = pad_texts(ids, model.tokenizer.pad_token_id)
-    labels = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, -100)
-    labels[:, 0] = -100
-    pixels = torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255
-    layouts = torch.stack([layout_of(metadata[i], model.config) for i in rows])
-    return {"images": pixels, "input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
-            "labels": labels, "layouts": layouts}
-
-
 @pytest.fixture(scope="module")
 def trained(world):
     """A tiny composer fitted for 150 steps on 240 engravings, with its loss history."""
     images, metadata, captions, tokenizer = world
     torch.manual_seed(0)
     model = ArtComposer(tiny(), tokenizer)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
-    generator = torch.Generator().manual_seed(0)
-    history = []
-    model.train()
-    for _ in range(150):
-        rows = torch.randint(len(images), (32,), generator=generator).numpy()
-        out = model(**batch(model, images, metadata, captions, rows))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        history.append((float(out.caption_ce), float(out.mse), float(out.reader_ce)))
+    history = fit_composer(model, images, metadata, captions, steps=150, batch_size=32, lr=0.005)
     return model.eval(), history
 
 

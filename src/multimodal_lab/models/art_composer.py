@@ -121,14 +121,10 @@ class ComposerConfig:
 
 
 def uniforms_for_seeds(seeds: Sequence[int], dim: int) -> torch.Tensor:
-    """One latent of ``dim`` uniform numbers in [0, 1) per seed, each from its own generator."""
-    rows = []
-    for seed in seeds:
-        if isinstance(seed, bool) or int(seed) < 0:
-            raise ValueError(f"seeds must be integers >= 0, got {seed!r}")
-        state = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint32)
-        generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        rows.append(torch.rand(dim, generator=generator, dtype=torch.float64))
+    """One latent of ``dim`` uniform numbers in [0, 1) per seed, each from its own generator (float64)."""
+    from multimodal_lab.models.art_generator import seed_generator
+
+    rows = [torch.rand(dim, generator=seed_generator(seed), dtype=torch.float64) for seed in seeds]
     return torch.stack(rows) if rows else torch.zeros(0, dim, dtype=torch.float64)
 
 

@@ -74,20 +74,24 @@ class SeedVAEConfig:
         return from_params(cls, dict(values), where="art_generator seed_vae config")
 
 
-def latents_for_seeds(seeds: Sequence[int], dim: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """One N(0, I) latent (dim,) per seed, each from its own generator: (len(seeds), dim).
+def seed_generator(seed: int) -> torch.Generator:
+    """The ``torch.Generator`` of one seed (seeded through ``numpy.random.SeedSequence(seed)``).
 
-    A seed's latent depends on the seed alone (``SeedSequence(seed)`` gives its generator's
-    seed), never on the other seeds of the batch or its position among them.
+    Every number a seed draws comes from it, so a sample depends on its seed alone, never on the
+    other seeds of the batch or its position among them.
+
+    Raises:
+        ValueError: for a seed that is not an integer >= 0.
     """
-    rows = []
-    for seed in seeds:
-        if int(seed) < 0:
-            raise ValueError(f"seeds must be >= 0, got {seed}")
-        state = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint32)
-        generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        rows.append(torch.randn(dim, generator=generator))
-    return torch.stack(rows).to(device)
+    if isinstance(seed, bool) or int(seed) < 0:
+        raise ValueError(f"seeds must be integers >= 0, got {seed!r}")
+    state = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def latents_for_seeds(seeds: Sequence[int], dim: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """One N(0, I) latent (dim,) per seed, each from its own generator: (len(seeds), dim)."""
+    return torch.stack([torch.randn(dim, generator=seed_generator(seed)) for seed in seeds]).to(device)
 
 
 @dataclass
@@ -239,8 +243,8 @@ class ArtGeneratorConfig:
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
             raise ValueError(f"art_generator design must be one of {DESIGNS}, got {self.design!r}")
-        self.design_config()  # fail early on a bad field of either design
-        self.composer_config() if self.design == "seed_vae" else self.seed_vae_config()
+        self.composer_config()  # fail early on a bad field of either design
+        self.seed_vae_config()
 
     def composer_config(self):
         from multimodal_lab.models.art_composer import ComposerConfig
@@ -252,8 +256,6 @@ class ArtGeneratorConfig:
         return from_params(SeedVAEConfig, {**self.seed_vae, "image_size": self.image_size,
                                            "image_input": self.image_input}, where="params:art_generator.model.seed_vae")
 
-    def design_config(self):
-        return self.composer_config() if self.design == "composer" else self.seed_vae_config()
 
 
 def build_art_model(config: ArtGeneratorConfig, tokenizer) -> nn.Module:
